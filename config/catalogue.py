@@ -1,0 +1,98 @@
+"""The model catalogue: the only models workers will load, and which queue serves each."""
+
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+from config.tasks import task_spec
+
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+class UnknownModel(ValueError):
+    """A job names a model outside the catalogue, or one that does not serve its task."""
+
+
+class ModelEntry(BaseModel):
+    """One served model: where it comes from, what it does and how its jobs are batched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    name: str = Field(description="what jobs call the model; defaults to `id`")
+    id: str = Field(default="", description="Hub id or local directory; defaults to `name`")
+    task: str
+    revision: str | None = Field(default=None, description="Hub branch, tag or commit to pin")
+    queue: str = "pipeq"
+    dtype: DType = "auto"
+    max_batch: PositiveInt = Field(default=64, description="most jobs in one micro-batch")
+    flush_interval: PositiveFloat = Field(default=0.01, description="seconds the first job of a batch waits")
+    batch_size: PositiveInt = Field(default=16, description="`batch_size` passed to the pipeline")
+    default: bool = Field(default=False, description="serve jobs of this task that name no model")
+    trust_remote_code: bool = False
+    expected_seconds: PositiveFloat = Field(default=60.0, description="longest one micro-batch may take")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_and_id(cls, data: dict) -> dict:
+        if isinstance(data, dict):
+            data = dict(data)
+            data.setdefault("name", data.get("id"))
+            if not data.get("id"):
+                data["id"] = data.get("name")
+        return data
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        task_spec(task)
+        return task
+
+
+class Catalogue:
+    """Looks up catalogue entries by the name jobs use; refuses everything else."""
+
+    def __init__(self, models: list[ModelEntry]) -> None:
+        self.models = {entry.name: entry for entry in models}
+        if len(self.models) != len(models):
+            raise ValueError("the model catalogue names a model twice")
+
+    def resolve(self, task: str, model: str | None) -> ModelEntry:
+        """The entry serving ``task`` under ``model`` (or the task's default when ``model`` is None)."""
+        task_spec(task)
+        if model is None:
+            return self.default_for(task)
+        entry = self.models.get(model)
+        if entry is None:
+            raise UnknownModel(
+                f"model {model!r} is not in the catalogue; models for {task}: {self._names_for(task)}. "
+                "Add it to the catalogue (config file, [[models]]) to serve it."
+            )
+        if entry.task != task:
+            raise UnknownModel(f"model {model!r} serves {entry.task}, not {task}")
+        return entry
+
+    def default_for(self, task: str) -> ModelEntry:
+        """The entry flagged default for ``task``, else the first one serving it."""
+        candidates = [entry for entry in self.models.values() if entry.task == task]
+        if not candidates:
+            raise UnknownModel(f"no model in the catalogue serves {task}; add one to the config file")
+        return next((entry for entry in candidates if entry.default), candidates[0])
+
+    def queues(self) -> list[str]:
+        """Every queue some catalogue model is served on."""
+        return sorted({entry.queue for entry in self.models.values()})
+
+    def for_queues(self, queues: list[str]) -> list[ModelEntry]:
+        """The entries served on any of ``queues``."""
+        return [entry for entry in self.models.values() if entry.queue in queues]
+
+    def _names_for(self, task: str) -> str:
+        return ", ".join(name for name, entry in self.models.items() if entry.task == task) or "none"

@@ -1,0 +1,86 @@
+"""pipeq settings: environment variables (``PIPEQ_*``) over an optional TOML file named by ``PIPEQ_CONFIG``."""
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from config.catalogue import Catalogue, ModelEntry
+
+
+class Limits(BaseModel):
+    """Sizes past which a job is refused (at submission) or failed (at the worker)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_media_bytes: PositiveInt = 200 * 1024 * 1024
+    max_text_chars: PositiveInt = 200_000
+    max_inline_bytes: PositiveInt = 256 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything producers and workers need to know; see ``config/pipeq.example.toml``."""
+
+    model_config = SettingsConfigDict(env_prefix="PIPEQ_", env_nested_delimiter="__", extra="forbid")
+
+    config: Path | None = Field(default=None, description="the TOML file these settings were read from")
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = "redis://127.0.0.1:6379/1"
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    limits: Limits = Limits()
+    models: list[ModelEntry] = []
+    result_ttl: PositiveInt = Field(default=7 * 24 * 3600, description="seconds job records are kept")
+    visibility_timeout: PositiveInt | None = Field(
+        default=None, description="seconds before the broker redelivers an unacked job (default: from models)"
+    )
+    fetch_concurrency: PositiveInt = 8
+    device: str = Field(default="cpu", description="device the worker runs pipelines on: cpu or cuda:N")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = getattr(init_settings, "init_kwargs", {}).get("config") or os.environ.get("PIPEQ_CONFIG")
+        if not path:
+            return init_settings, env_settings
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"PIPEQ_CONFIG names {path}, which is not a file")
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=Path(path))
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        """The model catalogue built from ``models``."""
+        return Catalogue(self.models)
+
+    def broker_visibility_timeout(self) -> int:
+        """How long the broker waits before redelivering an unacked job.
+
+        It must exceed the longest a job can sit unacked in a worker: its flush interval, the batch ahead of
+        it and its own batch. Unless set, it is twice the slowest model's ``expected_seconds`` plus margin.
+        """
+        if self.visibility_timeout:
+            return self.visibility_timeout
+        slowest = max((m.expected_seconds + m.flush_interval for m in self.models), default=60.0)
+        return max(300, int(2 * slowest) + 60)
+
+
+def load_settings(config: str | Path | None = None, **overrides: object) -> Settings:
+    """Settings from ``config`` (or ``PIPEQ_CONFIG``), the environment and ``overrides``."""
+    if config is not None:
+        overrides["config"] = Path(config)
+    return Settings(**overrides)

@@ -1,0 +1,137 @@
+"""The Python client: submit jobs (validated before anything is enqueued), then read or wait for results."""
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from config.catalogue import UnknownModel
+from config.settings import Settings, load_settings
+from config.tasks import UnknownTask
+from pipeq.contract import InvalidJob, Job, make_input
+from pipeq.messaging import TASK_NAME, make_celery
+from pipeq.records import JobRecord, RecordStore
+
+
+class UnknownJob(KeyError):
+    """No record exists for this job id (never submitted, or expired)."""
+
+
+class Client:
+    """Submits jobs to pipeq workers and reads their records from Redis."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.store = RecordStore(self.settings.result_backend, self.settings.result_ttl)
+        self.celery = make_celery(self.settings)
+
+    def make_job(
+        self,
+        task: str,
+        input: Any,
+        model: str | None = None,
+        parameters: dict | None = None,
+        webhook: str | None = None,
+        job_id: str | None = None,
+    ) -> tuple[Job, str]:
+        """A validated job and the queue it goes to; InvalidJob says what is wrong."""
+        try:
+            entry = self.settings.catalogue.resolve(task, model)
+            fields: dict[str, Any] = {
+                "task": task,
+                "model": entry.name,
+                "input": make_input(input),
+                "parameters": parameters or {},
+                "webhook": webhook,
+            }
+            if job_id is not None:
+                fields["id"] = job_id
+            job = Job(**fields).check(self.settings.limits)
+        except (UnknownModel, UnknownTask) as exc:
+            raise InvalidJob(str(exc)) from None
+        except ValueError as exc:  # pydantic's ValidationError included
+            raise InvalidJob(str(exc)) from None
+        return job, entry.queue
+
+    def submit(
+        self,
+        task: str,
+        input: Any,
+        model: str | None = None,
+        parameters: dict | None = None,
+        webhook: str | None = None,
+        job_id: str | None = None,
+    ) -> str:
+        """Enqueue one job and return its id. Resubmitting an existing id enqueues nothing (idempotency)."""
+        return self.submit_many(
+            task,
+            [input],
+            model=model,
+            parameters=parameters,
+            webhook=webhook,
+            job_ids=None if job_id is None else [job_id],
+        )[0]
+
+    def submit_many(
+        self,
+        task: str,
+        inputs: Iterable[Any],
+        model: str | None = None,
+        parameters: dict | None = None,
+        webhook: str | None = None,
+        job_ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Enqueue one job per input; every job is validated before any is enqueued."""
+        inputs = list(inputs)
+        if job_ids is not None and len(job_ids) != len(inputs):
+            raise InvalidJob(f"{len(job_ids)} job ids for {len(inputs)} inputs")
+        made = [
+            self.make_job(task, item, model, parameters, webhook, None if job_ids is None else job_ids[i])
+            for i, item in enumerate(inputs)
+        ]
+        return self.enqueue(made)
+
+    def enqueue(self, jobs: list[tuple[Job, str]]) -> list[str]:
+        """Record validated jobs as queued and publish them; jobs whose id already exists are skipped."""
+        records = [
+            JobRecord(state="queued", id=job.id, task=job.task, model=job.model, submitted_at=job.submitted_at)
+            for job, _ in jobs
+        ]
+        created = self.store.create(records)
+        fresh = [pair for pair, is_new in zip(jobs, created, strict=True) if is_new]
+        published: list[str] = []
+        try:
+            with self.celery.producer_or_acquire() as producer:
+                for job, queue in fresh:
+                    self.celery.send_task(
+                        TASK_NAME,
+                        args=[job.model_dump(mode="json")],
+                        task_id=job.id,
+                        queue=queue,
+                        producer=producer,
+                    )
+                    published.append(job.id)
+        except Exception:
+            self.store.forget([job.id for job, _ in fresh if job.id not in published])
+            raise
+        return [job.id for job, _ in jobs]
+
+    def status(self, job_id: str) -> JobRecord:
+        """The job's record: state queued / running / succeeded / failed, with its result or error."""
+        record = self.store.get(job_id)
+        if record is None:
+            raise UnknownJob(f"no job {job_id!r}: never submitted, or its record expired")
+        return record
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        """Block until the job succeeds or fails and return its record; TimeoutError after ``timeout`` s."""
+        return self.wait_many([job_id], timeout)[job_id]
+
+    def wait_many(self, job_ids: Sequence[str], timeout: float | None = None) -> dict[str, JobRecord]:
+        """Block until every job is done; records by job id."""
+        ids = list(job_ids)
+        missing = [job_id for job_id, record in zip(ids, self.store.get_many(ids), strict=True) if record is None]
+        if missing:
+            raise UnknownJob(f"no job(s) {', '.join(missing[:5])}: never submitted, or their records expired")
+        return self.store.wait(ids, timeout)
+
+    def close(self) -> None:
+        self.store.redis.close()

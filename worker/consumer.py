@@ -1,0 +1,92 @@
+"""How the Celery consumer hands jobs to the engine: a task Strategy and a consumer bootstep.
+
+Celery calls a task's Strategy for every message it receives. pipeq's strategy validates the job and puts it
+in the engine's micro-batcher instead of running it in the pool; the message stays unacked until the job's
+record is stored (late ack). Messages that are not valid jobs fail their job record and are acked: they would
+fail again on every redelivery.
+"""
+
+import logging
+from typing import Any
+
+from celery import bootsteps
+
+from config.settings import Settings
+from pipeq.contract import InvalidJob, Job
+from pipeq.records import JobError, JobRecord, RecordStore, now
+from pipeq.storage import s3_client
+from worker.engine import Delivery, Engine
+from worker.media import MediaFetcher
+from worker.pipelines import PipelineCache
+
+log = logging.getLogger(__name__)
+
+
+def build_engine(settings: Settings, worker_name: str) -> Engine:
+    """An engine with its record store, media fetcher and pipeline cache built from ``settings``."""
+    return Engine(
+        settings,
+        RecordStore(settings.result_backend, settings.result_ttl),
+        MediaFetcher(
+            s3_client(settings, settings.fetch_concurrency), settings.limits.max_media_bytes, settings.fetch_concurrency
+        ),
+        PipelineCache(settings.device),
+        worker_name,
+    )
+
+
+class EngineStep(bootsteps.StartStopStep):
+    """Owns the engine for the life of the consumer: started with it, drained at shutdown."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        parent.pipeq_engine = build_engine(parent.app.pipeq_settings, parent.hostname)
+
+    def start(self, parent: Any) -> None:
+        parent.pipeq_engine.start()
+
+    def shutdown(self, parent: Any) -> None:
+        parent.pipeq_engine.stop()
+
+
+def batching_strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Any:
+    """The Celery Strategy of ``pipeq.infer``: validate, then micro-batch (see the module docstring)."""
+    settings: Settings = app.pipeq_settings
+    errors = consumer.connection_errors
+
+    def on_message(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any = None, **__: Any) -> None:
+        def settle() -> None:
+            ack(log, errors)
+
+        def requeue() -> None:
+            reject(log, errors, True)
+
+        try:
+            args, _kwargs, _embed = message.decode() if body is None else (body["args"], body["kwargs"], {})
+            job = Job.model_validate(args[0])
+            entry = settings.catalogue.resolve(job.task, job.model)
+            job.check(settings.limits)
+        except Exception as exc:  # a broken message: fail its job, never retry it
+            _fail_unreadable(app, message, exc)
+            settle()
+            return
+        if entry.name != job.model:
+            job = job.model_copy(update={"model": entry.name})
+        consumer.pipeq_engine.submit(Delivery(job, settle, requeue))
+
+    return on_message
+
+
+def _fail_unreadable(app: Any, message: Any, exc: Exception) -> None:
+    job_id = (message.headers or {}).get("id")
+    log.error("refusing message %s: %s", job_id, exc)
+    if not job_id:
+        return
+    error = JobError(type=InvalidJob.__name__, message=f"the job is not valid: {exc}")
+    record = JobRecord(
+        state="failed", id=job_id, task="?", model="?", submitted_at=now(), finished_at=now(), error=error
+    )
+    settings: Settings = app.pipeq_settings
+    RecordStore(settings.result_backend, settings.result_ttl).write([record])

@@ -1,0 +1,223 @@
+"""The engine: the loop that owns micro-batching inside a worker process.
+
+The Celery consumer hands each received job to :meth:`Engine.submit`. Two threads do the rest:
+
+* *prepare*: takes the next ready micro-batch, skips jobs already done (redeliveries), marks the others
+  running, loads the model if needed, fetches media in parallel and decodes it;
+* *model*: runs the prepared batch through the pipeline, writes every job's record, then acks the messages.
+
+The prepare thread works on batch N+1 while the model thread runs batch N. A message is acked only after its
+job's final record is stored, so a worker killed at any point loses nothing: the broker redelivers.
+"""
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from queue import SimpleQueue
+from typing import Any
+
+from config.catalogue import ModelEntry
+from config.settings import Settings
+from config.tasks import task_spec
+from pipeq.contract import Job
+from pipeq.records import JobError, JobRecord, RecordStore, now
+from worker.batcher import MicroBatcher
+from worker.decoding import Decoded, decode
+from worker.errors import JobFailure
+from worker.inference import run_group
+from worker.media import MediaFetcher
+from worker.pipelines import PipelineCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Delivery:
+    """A received job and how to settle its message."""
+
+    job: Job
+    ack: Callable[[], None]
+    requeue: Callable[[], None]
+
+
+@dataclass
+class PreparedBatch:
+    """A micro-batch ready for the model: one group of same-model, same-parameter jobs."""
+
+    entry: ModelEntry
+    parameters: dict
+    deliveries: list[Delivery]
+    records: list[JobRecord]
+    inputs: list[Decoded | JobFailure] = field(default_factory=list)
+    pipe: Any = None
+
+
+def group_key(job: Job) -> tuple[str, str]:
+    """Jobs batch together when they share model (hence task) and parameters."""
+    return job.model, json.dumps(job.parameters, sort_keys=True)
+
+
+class Engine:
+    """Micro-batches jobs across messages and runs them; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: RecordStore,
+        fetcher: MediaFetcher,
+        pipelines: PipelineCache,
+        worker_name: str = "pipeq",
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.fetcher = fetcher
+        self.pipelines = pipelines
+        self.worker_name = worker_name
+        self.batcher: MicroBatcher[Delivery] = MicroBatcher(self._limits)
+        self._prepared: SimpleQueue[PreparedBatch | None] = SimpleQueue()
+        self._slot = threading.Semaphore(1)
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- the consumer side -------------------------------------------------------------------------------
+
+    def submit(self, delivery: Delivery) -> None:
+        """Queue a received job for its micro-batch."""
+        self.batcher.put(group_key(delivery.job), delivery)
+
+    def start(self) -> None:
+        """Start the prepare and model threads (idempotent)."""
+        if self._threads:
+            return
+        self._stopping.clear()
+        for target, name in ((self._prepare_loop, "pipeq-prepare"), (self._model_loop, "pipeq-model")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the batch in hand and stop; jobs still waiting stay unacked, so the broker redelivers them."""
+        self._stopping.set()
+        left = self.batcher.close()
+        for delivery in left:
+            delivery.requeue()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+
+    # -- the loops ----------------------------------------------------------------------------------------
+
+    def _limits(self, key: Hashable) -> tuple[int, float]:
+        entry = self.settings.catalogue.models[key[0]]
+        return entry.max_batch, entry.flush_interval
+
+    def _prepare_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._slot.acquire()
+            got = self.batcher.get(timeout=0.5)
+            if got is None:
+                self._slot.release()
+                continue
+            _, deliveries = got
+            try:
+                prepared = self.prepare(deliveries)
+            except Exception:
+                log.exception("preparing a batch of %d job(s) failed; requeueing them", len(deliveries))
+                _requeue(deliveries)
+                self._slot.release()
+                continue
+            self._prepared.put(prepared)
+        self._prepared.put(None)
+
+    def _model_loop(self) -> None:
+        while (prepared := self._prepared.get()) is not None:
+            self._slot.release()
+            try:
+                self.run(prepared)
+            except Exception:
+                log.exception("running a batch of %d job(s) failed; requeueing them", len(prepared.deliveries))
+                _requeue(prepared.deliveries)
+
+    # -- the stages ---------------------------------------------------------------------------------------
+
+    def prepare(self, deliveries: list[Delivery]) -> PreparedBatch | None:
+        """Skip finished jobs, mark the rest running, load the model, fetch and decode their inputs."""
+        jobs = [delivery.job for delivery in deliveries]
+        entry = self.settings.catalogue.models[jobs[0].model]
+        started = now()
+        running: list[JobRecord] = []
+        for job, previous in zip(jobs, self.store.get_many([job.id for job in jobs]), strict=True):
+            running.append(
+                JobRecord(
+                    state="running",
+                    id=job.id,
+                    task=job.task,
+                    model=job.model,
+                    submitted_at=job.submitted_at,
+                    started_at=started,
+                    attempts=(previous.attempts if previous else 0) + 1,
+                    batch_size=len(jobs),
+                    worker=self.worker_name,
+                )
+            )
+        written = self.store.write(running)
+        fresh = [i for i, ok in enumerate(written) if ok]
+        for i, ok in enumerate(written):
+            if not ok:  # already final: a redelivery of a finished job
+                deliveries[i].ack()
+        batch = PreparedBatch(entry, jobs[0].parameters, [deliveries[i] for i in fresh], [running[i] for i in fresh])
+        if not fresh:
+            return batch
+        try:
+            batch.pipe = self.pipelines.get(entry)
+        except JobFailure as failure:
+            batch.inputs = [failure] * len(fresh)
+            return batch
+        spec = task_spec(entry.task)
+        rate = getattr(getattr(batch.pipe, "feature_extractor", None), "sampling_rate", None)
+        raws = self.fetcher.fetch_many([d.job.input for d in batch.deliveries])
+        for raw in raws:
+            try:
+                batch.inputs.append(
+                    raw if isinstance(raw, JobFailure) else decode(spec, raw, self.settings.limits, rate)
+                )
+            except JobFailure as failure:
+                batch.inputs.append(failure)
+        return batch
+
+    def run(self, batch: PreparedBatch) -> None:
+        """Run the batch's good inputs through the pipeline, store every job's record, then ack."""
+        if not batch.deliveries:
+            return
+        ok = [i for i, item in enumerate(batch.inputs) if isinstance(item, Decoded)]
+        outcomes: list[Any] = list(batch.inputs)
+        if ok:
+            spec = task_spec(batch.entry.task)
+            results = run_group(
+                batch.pipe, spec, batch.parameters, batch.entry.batch_size, [batch.inputs[i] for i in ok]
+            )
+            for i, result in zip(ok, results, strict=True):
+                outcomes[i] = result
+        finished = now()
+        final = []
+        for record, outcome in zip(batch.records, outcomes, strict=True):
+            if isinstance(outcome, JobFailure):
+                error = JobError(type=outcome.type, message=str(outcome))
+                final.append(record.model_copy(update={"state": "failed", "error": error, "finished_at": finished}))
+            else:
+                final.append(
+                    record.model_copy(update={"state": "succeeded", "result": outcome, "finished_at": finished})
+                )
+        self.store.write(final)
+        for delivery in batch.deliveries:
+            delivery.ack()
+
+
+def _requeue(deliveries: list[Delivery]) -> None:
+    for delivery in deliveries:
+        try:
+            delivery.requeue()
+        except Exception:
+            log.exception("could not requeue job %s; the broker will redeliver it", delivery.job.id)

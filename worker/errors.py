@@ -1,0 +1,37 @@
+"""Why one job failed. Each error fails its own job only; its type name is what callers see."""
+
+
+class JobFailure(Exception):
+    """Base of the errors that fail a single job; ``type`` is what the job record reports."""
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+
+class InvalidJob(JobFailure):
+    """The message is not a valid job (contract violation, unknown model or parameter)."""
+
+
+class MediaNotFound(JobFailure):
+    """The referenced object does not exist (or its bucket does not)."""
+
+
+class MediaTooLarge(JobFailure):
+    """The media is larger than the configured limit."""
+
+
+class UnreadableMedia(JobFailure):
+    """The media could not be decoded as the task's modality (corrupt or wrong format)."""
+
+
+class WrongInputKind(JobFailure):
+    """The input is of a kind the task does not take (e.g. text for speech recognition)."""
+
+
+class ModelUnavailable(JobFailure):
+    """The model could not be loaded (not in the cache while offline, bad revision, ...)."""
+
+
+class PipelineError(JobFailure):
+    """The transformers pipeline raised on this input."""

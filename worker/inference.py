@@ -1,0 +1,91 @@
+"""Running one group of same-model, same-parameter inputs through a transformers pipeline.
+
+Items are sorted by size (tokens, audio seconds, pixels), passed as one list with ``batch_size``, and each
+output is given back in the shape ``pipeline(single_input)`` returns. If the batched call raises, the group
+is split in halves until the inputs that fail are alone: they fail, the others succeed.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from config.tasks import TaskSpec
+from worker.decoding import Decoded
+from worker.errors import PipelineError
+
+
+def run_group(pipe: Any, spec: TaskSpec, params: dict, batch_size: int, items: Sequence[Decoded]) -> list[Any]:
+    """One JSON-ready result or PipelineError per item, in the items' order."""
+    tokens = token_counts(pipe, spec, params, items)
+    sizes = tokens if tokens is not None else [item.size for item in items]
+    order = sorted(range(len(items)), key=lambda i: -sizes[i])
+    results: list[Any] = [None] * len(items)
+
+    def run(indices: list[int]) -> None:
+        inputs = [_fresh(items[i].value) for i in indices]
+        try:
+            outputs = pipe(inputs, batch_size=min(batch_size, len(inputs)), **params)
+        except Exception as exc:
+            if len(indices) == 1:
+                results[indices[0]] = PipelineError(f"{type(exc).__name__}: {exc}")
+                return
+            middle = len(indices) // 2
+            run(indices[:middle])
+            run(indices[middle:])
+            return
+        for i, output in zip(indices, outputs, strict=True):
+            results[i] = to_jsonable(_single_shape(spec, params, items[i].value, output, tokens and tokens[i]))
+
+    if order:
+        run(order)
+    return results
+
+
+def token_counts(pipe: Any, spec: TaskSpec, params: dict, items: Sequence[Decoded]) -> list[int] | None:
+    """Tokens per text input, counted as the pipeline's preprocessing counts them (None for other inputs)."""
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if spec.name not in ("text-classification", "feature-extraction") or tokenizer is None:
+        return None
+    if not all(isinstance(item.value, str) for item in items) or not items:
+        return None
+    kwargs = dict(params.get("tokenize_kwargs") or {})
+    for name in ("truncation", "padding", "max_length"):
+        if name in params:
+            kwargs[name] = params[name]
+    kwargs.pop("padding", None)
+    try:
+        encoded = tokenizer([item.value for item in items], **kwargs)
+    except Exception:
+        return None
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
+def _fresh(value: Any) -> Any:
+    """Pipelines pop keys from dict inputs: give each call its own copy."""
+    return dict(value) if isinstance(value, dict) else value
+
+
+def _single_shape(spec: TaskSpec, params: dict, value: Any, output: Any, tokens: int | None) -> Any:
+    """Reshape one item of a list call's output into what a call on that item alone returns."""
+    if spec.name == "text-classification" and isinstance(value, str) and "top_k" not in params:
+        return [output]
+    if spec.name == "feature-extraction" and tokens:
+        # Batched calls pad every item to the longest in its batch; drop the padding rows.
+        return [row[:tokens] for row in output]
+    return output
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types for pipeline outputs (numpy and torch values, tuples)."""
+    if isinstance(value, dict):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "detach") and hasattr(value, "tolist"):
+        return value.detach().cpu().tolist()
+    return value
