@@ -11,7 +11,7 @@ from pipeq.messaging import TASK_NAME, make_celery
 from pipeq.records import JobRecord, RecordStore
 
 
-class UnknownJob(KeyError):
+class UnknownJob(LookupError):
     """No record exists for this job id (never submitted, or expired)."""
 
 

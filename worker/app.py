@@ -4,19 +4,25 @@ Settings come from ``PIPEQ_*`` variables and the ``PIPEQ_CONFIG`` file. ``pipeq 
 device pinning on top of this same app.
 """
 
-from celery import Task
+from celery import Celery, Task
 
-from config.settings import load_settings
+from config.settings import Settings, load_settings
 from pipeq.messaging import TASK_NAME, make_celery
 from worker.consumer import EngineStep
 
-settings = load_settings()
-app = make_celery(settings)
-app.pipeq_settings = settings
-app.steps["consumer"].add(EngineStep)
+
+def create_app(settings: Settings) -> Celery:
+    """A worker app for ``settings``: the ``pipeq.infer`` task, micro-batched by the engine."""
+    app = make_celery(settings)
+    app.pipeq_settings = settings
+    app.steps["consumer"].add(EngineStep)
+
+    @app.task(name=TASK_NAME, bind=True, Strategy="worker.consumer:batching_strategy")
+    def infer(self: Task, job: dict) -> None:
+        """Never called by a worker: pipeq's Strategy hands jobs to the micro-batching engine instead."""
+        raise RuntimeError("pipeq.infer runs inside a pipeq worker's micro-batching engine, not eagerly")
+
+    return app
 
 
-@app.task(name=TASK_NAME, bind=True, Strategy="worker.consumer:batching_strategy")
-def infer(self: Task, job: dict) -> None:
-    """Jobs are run by the micro-batching engine, not one by one; this body is never called by a worker."""
-    raise RuntimeError("pipeq.infer runs inside a pipeq worker's micro-batching engine, not eagerly")
+app = create_app(load_settings())

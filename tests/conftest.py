@@ -1,0 +1,111 @@
+"""Shared fixtures: real redis-server and S3 server on loopback, tiny models on disk, a worker in a thread."""
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+for _name in [name for name in os.environ if name.startswith("PIPEQ_")]:
+    del os.environ[_name]
+os.environ.update(
+    HF_HUB_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    TOKENIZERS_PARALLELISM="false",
+    HF_HUB_DISABLE_PROGRESS_BARS="1",
+)
+
+from config.catalogue import ModelEntry  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from pipeq.storage import s3_client  # noqa: E402
+from producer import Client  # noqa: E402
+from tests.support.services import redis_server, s3_server  # noqa: E402
+from tests.support.tiny_models import BUILDERS  # noqa: E402
+
+BUCKET = "media"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    with s3_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tiny random model per task, built once per session in Hub layout."""
+    root = tmp_path_factory.mktemp("models")
+    return {task: build(root / task) for task, build in BUILDERS.items()}
+
+
+def model_name(task: str) -> str:
+    return f"tiny-{task}"
+
+
+def make_settings(redis_url: str, s3_endpoint: str, models: dict[str, Path], db: int = 0, **overrides) -> Settings:
+    """Settings for the test services: broker in Redis db ``db``, records in ``db + 1``."""
+    entries = [
+        ModelEntry(name=model_name(task), id=str(path), task=task, max_batch=16, flush_interval=0.05, batch_size=8)
+        for task, path in models.items()
+    ]
+    return Settings(
+        broker_url=f"{redis_url}/{db}",
+        result_backend=f"{redis_url}/{db + 1}",
+        s3_endpoint_url=s3_endpoint,
+        s3_region="us-east-1",
+        models=entries,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def settings(redis_url: str, s3_endpoint: str, tiny_models: dict[str, Path]) -> Settings:
+    return make_settings(redis_url, s3_endpoint, tiny_models)
+
+
+@pytest.fixture(scope="session")
+def s3(settings: Settings):
+    client = s3_client(settings)
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+@pytest.fixture
+def upload(s3):
+    """Put bytes in the test bucket under a fresh key; returns the s3:// reference."""
+
+    def put(data: bytes, suffix: str = "") -> str:
+        key = f"{uuid.uuid4()}{suffix}"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+        return f"s3://{BUCKET}/{key}"
+
+    return put
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings):
+    """A real pipeq worker (Celery, solo pool, the micro-batching engine) running in a thread."""
+    from celery.contrib.testing.worker import start_worker
+
+    from worker.app import create_app
+
+    app = create_app(settings)
+    with start_worker(app, perform_ping_check=False, queues=["pipeq"], shutdown_timeout=60, loglevel="WARNING"):
+        yield app
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Client]:
+    client = Client(settings)
+    yield client
+    client.close()
