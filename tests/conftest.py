@@ -20,13 +20,14 @@ os.environ.update(
 )
 
 from config.catalogue import ModelEntry  # noqa: E402
-from config.settings import Settings  # noqa: E402
+from config.settings import Limits, Settings  # noqa: E402
 from pipeq.storage import s3_client  # noqa: E402
 from producer import Client  # noqa: E402
 from tests.support.services import redis_server, s3_server  # noqa: E402
 from tests.support.tiny_models import BUILDERS  # noqa: E402
 
 BUCKET = "media"
+MAX_MEDIA_BYTES = 2_000_000
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +59,7 @@ def make_settings(redis_url: str, s3_endpoint: str, models: dict[str, Path], db:
         ModelEntry(name=model_name(task), id=str(path), task=task, max_batch=16, flush_interval=0.05, batch_size=8)
         for task, path in models.items()
     ]
+    overrides.setdefault("limits", Limits(max_media_bytes=MAX_MEDIA_BYTES))
     return Settings(
         broker_url=f"{redis_url}/{db}",
         result_backend=f"{redis_url}/{db + 1}",
@@ -109,3 +111,18 @@ def client(settings: Settings) -> Iterator[Client]:
     client = Client(settings)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_models: dict[str, Path]):
+    """Plain in-process ``transformers.pipeline`` per task, on the same tiny models: the parity reference."""
+    import transformers
+
+    cache: dict[str, object] = {}
+
+    def get(task: str):
+        if task not in cache:
+            cache[task] = transformers.pipeline(task, model=str(tiny_models[task]), device="cpu")
+        return cache[task]
+
+    return get

@@ -61,7 +61,7 @@ def decode_audio(data: bytes, sampling_rate: int) -> np.ndarray:
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
-                raise UnreadableMedia("the file has no audio stream")
+                raise UnreadableMedia("unreadable audio: the file has no audio stream")
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate)
             for frame in container.decode(container.streams.audio[0]):
                 chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))

@@ -1,0 +1,352 @@
+"""Throughput and latency of pipeq against calling a transformers pipeline in-process, side by side.
+
+One run, one model (a MiniLM-sized random BertForSequenceClassification with the real MiniLM tokenizer), one
+seeded set of review-like English texts whose lengths follow a skewed, log-normal-ish distribution (most short,
+a few up to ~300 words). It measures:
+
+* in-process ``pipeline("text-classification")`` over the list at batch_size 1, 8 and 32 (unsorted, as users
+  call it) and over the length-sorted list at batch_size 16: items/s;
+* a pipeq worker (a separate ``celery -A worker.app worker`` process, default micro-batching) fed all the jobs at
+  once with ``Client.submit_many`` / ``wait_many``: jobs/s from first submit to last result;
+* the same worker with ``max_batch = 1`` and ``batch_size = 1``: one job, one pipeline call;
+* light load: jobs submitted one at a time at ``--rate`` jobs/s, each job's submit-to-result latency measured
+  by the client, against the in-process time of the same text at batch size 1 (queue overhead = the difference).
+
+torch keeps its default thread count everywhere; in the pipeq runs the client and redis-server share the same
+cores as the worker, which is the honest comparison. Results are printed and written to ``.bench/results.json``.
+
+    .venv/bin/python -m benchmarks.throughput [--jobs 1000] [--light-jobs 100] [--rate 10]
+"""
+
+import os
+
+for _name in [name for name in os.environ if name.startswith("PIPEQ_")]:
+    del os.environ[_name]
+os.environ.update(
+    HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_HUB_DISABLE_PROGRESS_BARS="1"
+)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from contextlib import ExitStack, contextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from config.settings import load_settings  # noqa: E402
+from producer.client import Client  # noqa: E402
+from tests.support.services import redis_server  # noqa: E402
+from tests.support.tiny_models import build_text_classification  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / ".bench"
+TASK = "text-classification"
+MODEL = "bench"
+
+_SLOTS: dict[str, list[str]] = {
+    name: words.split("|")
+    for name, words in {
+        "noun": "blender|headphones|jacket|coffee maker|phone case|backpack|novel|hotel room|app|keyboard|vacuum|tent"
+        "|charger|screen|battery|mattress|printer|speaker",
+        "adj": "great|terrible|solid|flimsy|comfortable|noisy|reliable|disappointing|excellent|cheap|overpriced"
+        "|sturdy|beautiful|awkward|fast|slow|decent|mediocre|perfect",
+        "adv": "really|quite|absolutely|barely|fairly|incredibly|somewhat|totally|pretty",
+        "verb": "works|feels|looks|sounds|performs|holds up|charges|fits|runs",
+        "person": "wife|husband|son|daughter|roommate|boss|neighbor|dad|mom",
+        "rec": "definitely|not|probably|happily",
+        "agree": "totally agree|kind of agree|do not agree at all",
+    }.items()
+}
+_TEMPLATES = [
+    "I bought this {noun} last month and it {verb} {adv} well.",
+    "The {noun} is {adv} {adj}, but the {noun2} is {adj2}.",
+    "Customer support was {adj} when I asked them about the {noun}.",
+    "I would {rec} recommend it to anyone looking for a {adj} {noun}.",
+    "Shipping took {n} days and the box was {adj2} when it arrived.",
+    "After {n} weeks the {noun} still {verb} {adv} {adj}.",
+    "My {person} thinks it is {adj}, and I {agree}.",
+    "Compared to my old {noun}, this one {verb} {adv} {adj}.",
+    "Honestly the price is {adj} for what you get.",
+    "Five stars.",
+    "Would not buy again.",
+    "{adj}!",
+    "Update: the {noun} stopped working after {n} days, so I am {adv} annoyed.",
+    "The instructions were {adj2} and setting it up took about {n} minutes.",
+]
+
+
+def make_texts(count: int, seed: int = 0) -> list[str]:
+    """``count`` review-like texts; word counts log-normal (median ~20) clipped to 5..300."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        target = min(300, max(5, round(rng.lognormvariate(np.log(20), 0.9))))
+        words: list[str] = []
+        while len(words) < target:
+            slots = {name: rng.choice(options) for name, options in _SLOTS.items()}
+            slots.update(noun2=rng.choice(_SLOTS["noun"]), adj2=rng.choice(_SLOTS["adj"]), n=str(rng.randint(2, 30)))
+            sentence = rng.choice(_TEMPLATES).format(**slots)
+            words.extend(sentence.split())
+        text = " ".join(words[:target])
+        texts.append(text[0].upper() + text[1:] + ("" if text[-1] in ".!?" else "."))
+    return texts
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50 / p99 in milliseconds."""
+    return {"p50_ms": float(np.percentile(values, 50)) * 1e3, "p99_ms": float(np.percentile(values, 99)) * 1e3}
+
+
+def in_process(model: Path, texts: list[str], light: list[str]) -> dict[str, Any]:
+    """items/s of the pipeline called directly, and per-text model time of the light-load texts at bs=1."""
+    pipe = transformers.pipeline(TASK, model=str(model))
+    pipe(texts[:32], batch_size=8)  # warm-up
+    results: dict[str, Any] = {}
+    for batch_size in (1, 8, 32):
+        seconds = timed(lambda bs=batch_size: pipe(texts, batch_size=bs))
+        results[f"bs{batch_size}"] = {"items_per_s": len(texts) / seconds, "seconds": seconds}
+        print(f"  in-process bs={batch_size}: {len(texts) / seconds:.1f} items/s", flush=True)
+
+    def sorted_run() -> None:
+        lengths = [len(ids) for ids in pipe.tokenizer(texts)["input_ids"]]
+        pipe([texts[i] for i in sorted(range(len(texts)), key=lambda i: -lengths[i])], batch_size=16)
+
+    seconds = timed(sorted_run)
+    results["sorted_bs16"] = {"items_per_s": len(texts) / seconds, "seconds": seconds}
+    print(f"  in-process sorted bs=16: {len(texts) / seconds:.1f} items/s", flush=True)
+    results["light_model_seconds"] = [timed(lambda t=text: pipe(t)) for text in light]
+    return results
+
+
+def write_config(path: Path, redis_url: str, db: int, model: Path, queue: str, **batching: float | int) -> Path:
+    """A PIPEQ_CONFIG file: private Redis (broker db ``db``, records ``db + 1``), one catalogue entry, no S3."""
+    lines = [
+        f'broker_url = "{redis_url}/{db}"',
+        f'result_backend = "{redis_url}/{db + 1}"',
+        "",
+        "[[models]]",
+        f'name = "{MODEL}"',
+        f"id = {json.dumps(str(model))}",
+        f'task = "{TASK}"',
+        f'queue = "{queue}"',
+        *(f"{key} = {value}" for key, value in batching.items()),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextmanager
+def worker_process(config: Path, queue: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``celery -A worker.app worker`` in its own process, configured by ``config``; stopped on exit."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIPEQ_")}
+    env["PIPEQ_CONFIG"] = str(config)
+    options = f"-A worker.app worker -Q {queue} -P solo --without-gossip --without-mingle --loglevel=WARNING"
+    command = [sys.executable, "-m", "celery", *options.split(), "-n", f"{queue}@%h"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()  # warm shutdown: the engine finishes its batch
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_ready(client: Client, process: subprocess.Popen[bytes], log: Path, texts: list[str]) -> None:
+    """Block until the worker has loaded the model and answered a warm-up batch."""
+    ids = client.submit_many(TASK, texts, model=MODEL)
+    deadline = time.monotonic() + 300
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the worker exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            records = client.wait_many(ids, timeout=2)
+            break
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker answered nothing in 300 s:\n{log.read_text()[-3000:]}") from None
+    if any(record.state != "succeeded" for record in records.values()):
+        raise RuntimeError(f"warm-up jobs failed: {[r.error for r in records.values() if r.error]}")
+
+
+def pipeq_throughput(client: Client, texts: list[str]) -> dict[str, Any]:
+    """All jobs submitted at once; jobs/s from the first submit to the last result, plus how they were batched."""
+    start = time.perf_counter()
+    ids = client.submit_many(TASK, texts, model=MODEL)
+    submitted = time.perf_counter()
+    records = list(client.wait_many(ids, timeout=3600).values())
+    seconds = time.perf_counter() - start
+    failed = [record for record in records if record.state != "succeeded"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} job(s) failed, e.g. {failed[0].error}")
+    started = [record.started_at for record in records if record.started_at]
+    finished = [record.finished_at for record in records if record.finished_at]
+    return {
+        "jobs_per_s": len(texts) / seconds,
+        "seconds": seconds,
+        "submit_seconds": submitted - start,
+        "batches": len(set(started)),  # a batch's jobs share one started_at
+        "mean_batch_size": float(np.mean([record.batch_size or 0 for record in records])),
+        "worker_span_seconds": (max(finished) - min(started)).total_seconds(),
+    }
+
+
+def light_load(client: Client, texts: list[str], rate: float) -> tuple[list[float], list[int]]:
+    """Submit one job every 1/rate s; each job's submit-to-result latency as the client sees it, and batch size."""
+    latencies = [0.0] * len(texts)
+    batch_sizes = [0] * len(texts)
+
+    def one(i: int) -> None:
+        start = time.perf_counter()
+        record = client.wait(client.submit(TASK, texts[i], model=MODEL), timeout=120)
+        latencies[i] = time.perf_counter() - start
+        batch_sizes[i] = record.batch_size or 0
+        if record.state != "succeeded":
+            raise RuntimeError(f"light-load job failed: {record.error}")
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        begin = time.perf_counter()
+        futures = []
+        for i in range(len(texts)):
+            time.sleep(max(0.0, begin + i / rate - time.perf_counter()))
+            futures.append(pool.submit(one, i))
+        for future in futures:
+            future.result()
+    return latencies, batch_sizes
+
+
+def report(results: dict[str, Any]) -> str:
+    """The results as a table."""
+    inp, pq, naive, light = results["in_process"], results["pipeq"], results["one_job_one_call"], results["light"]
+    best_key = max(("bs1", "bs8", "bs32"), key=lambda key: inp[key]["items_per_s"])
+    rows = [
+        ("in-process pipeline, batch_size=1", inp["bs1"]),
+        ("in-process pipeline, batch_size=8", inp["bs8"]),
+        ("in-process pipeline, batch_size=32", inp["bs32"]),
+        ("in-process, length-sorted, batch_size=16", inp["sorted_bs16"]),
+    ]
+    t = results["texts"]
+    lines = [
+        f"{t['count']} texts: words median {t['words_p50']:.0f}, p90 {t['words_p90']:.0f}, max {t['words_max']}; "
+        f"tokens mean {t['tokens_mean']:.0f}, max {t['tokens_max']}; torch threads {results['torch_threads']}",
+        "",
+        f"{'':44}{'items/s':>10}{'seconds':>10}",
+        *(f"{name:44}{row['items_per_s']:>10.1f}{row['seconds']:>10.1f}" for name, row in rows),
+    ]
+    for name, row in ((f"pipeq worker ({results['pipeq_batching']})", pq), ("one-job-one-call worker", naive)):
+        lines.append(
+            f"{name:44}{row['jobs_per_s']:>10.1f}{row['seconds']:>10.1f}   "
+            f"{row['batches']} batches, mean batch_size {row['mean_batch_size']:.1f}, "
+            f"worker span {row['worker_span_seconds']:.1f} s"
+        )
+    lines += [
+        "",
+        f"pipeq / best unsorted in-process ({best_key}) {pq['jobs_per_s'] / inp[best_key]['items_per_s']:>8.2f}x",
+        f"pipeq / sorted in-process bs=16          {pq['jobs_per_s'] / inp['sorted_bs16']['items_per_s']:>8.2f}x",
+        f"pipeq / one-job-one-call worker          {pq['jobs_per_s'] / naive['jobs_per_s']:>8.2f}x",
+        "",
+        f"light load: {light['jobs']} jobs at {light['rate']}/s, mean batch_size {light['mean_batch_size']:.2f}",
+        f"{'':44}{'p50 ms':>10}{'p99 ms':>10}",
+    ]
+    for name in ("latency", "model_time", "overhead"):
+        lines.append(f"{name.replace('_', ' '):44}{light[name]['p50_ms']:>10.1f}{light[name]['p99_ms']:>10.1f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000, help="texts in the throughput runs")
+    parser.add_argument("--light-jobs", type=int, default=100, help="jobs in the light-load run")
+    parser.add_argument("--rate", type=float, default=10.0, help="jobs/s in the light-load run")
+    parser.add_argument("--max-batch", type=int, help="pipeq worker max_batch (default: the catalogue default)")
+    parser.add_argument("--flush-interval", type=float, help="pipeq worker flush_interval")
+    parser.add_argument("--batch-size", type=int, help="pipeq worker pipeline batch_size")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below on SIGTERM too
+
+    texts = make_texts(args.jobs)
+    light = make_texts(args.light_jobs, seed=1)
+    knobs = ("max_batch", "flush_interval", "batch_size")
+    overrides = {key: value for key, value in vars(args).items() if key in knobs and value is not None}
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeq-bench-")))
+        model = BENCH / "model"
+        if not (model / "config.json").is_file():
+            print("building the MiniLM-sized random model ...", flush=True)
+            model = build_text_classification(workdir / "model", size="minilm")
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(model))
+        tokens = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+        words = [len(text.split()) for text in texts]
+        results: dict[str, Any] = {
+            "texts": {
+                "count": len(texts),
+                "words_p50": float(np.median(words)),
+                "words_p90": float(np.percentile(words, 90)),
+                "words_max": max(words),
+                "tokens_mean": float(np.mean(tokens)),
+                "tokens_max": max(tokens),
+            },
+            "torch_threads": torch.get_num_threads(),
+            "pipeq_batching": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "catalogue defaults",
+        }
+        print("in-process pipeline ...", flush=True)
+        results["in_process"] = in_process(model, texts, light)
+        model_seconds = results["in_process"].pop("light_model_seconds")
+
+        redis_url = stack.enter_context(redis_server())
+        runs = (
+            ("pipeq", "bench", 0, overrides),
+            ("one_job_one_call", "bench-naive", 2, {"max_batch": 1, "batch_size": 1}),
+        )
+        for key, queue, db, batching in runs:
+            print(f"{key} worker ...", flush=True)
+            config = write_config(workdir / f"{queue}.toml", redis_url, db, model, queue, **batching)
+            log = workdir / f"{queue}.log"
+            with worker_process(config, queue, log) as process:
+                client = Client(load_settings(config))
+                stack.callback(client.close)
+                wait_ready(client, process, log, texts[:16])
+                results[key] = pipeq_throughput(client, texts)
+                print(f"  {results[key]['jobs_per_s']:.1f} jobs/s", flush=True)
+                if key == "pipeq":
+                    print("light load ...", flush=True)
+                    latencies, sizes = light_load(client, light, args.rate)
+                    overhead = [lat - alone for lat, alone in zip(latencies, model_seconds, strict=True)]
+                    results["light"] = {
+                        "jobs": len(light),
+                        "rate": args.rate,
+                        "mean_batch_size": float(np.mean(sizes)),
+                        "latency": percentiles(latencies),
+                        "model_time": percentiles(model_seconds),
+                        "overhead": percentiles(overhead),
+                    }
+    print()
+    print(report(results))
+    BENCH.mkdir(exist_ok=True)
+    (BENCH / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {BENCH / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The micro-batcher alone, with a plain clock: sizes, flush intervals, groups, closing."""
+
+import threading
+
+from worker.batcher import MicroBatcher
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(limits: dict) -> tuple[MicroBatcher, Clock]:
+    clock = Clock()
+    return MicroBatcher(lambda key: limits[key], clock=clock), clock
+
+
+def test_a_full_group_is_handed_out_at_once_up_to_its_max():
+    batcher, _ = make({"a": (3, 10.0)})
+    for item in range(5):
+        batcher.put("a", item)
+    assert batcher.get(timeout=0) == ("a", [0, 1, 2])
+    assert batcher.get(timeout=0) is None  # 2 left, neither full nor old enough
+    assert len(batcher) == 2
+
+
+def test_a_partial_group_waits_for_its_flush_interval():
+    batcher, clock = make({"a": (10, 0.5)})
+    batcher.put("a", "x")
+    assert batcher.get(timeout=0) is None
+    clock.now = 0.5
+    assert batcher.get(timeout=0) == ("a", ["x"])
+
+
+def test_groups_never_mix_and_the_oldest_ready_group_goes_first():
+    batcher, clock = make({"a": (10, 1.0), "b": (10, 1.0)})
+    batcher.put("b", "b1")
+    clock.now = 0.1
+    batcher.put("a", "a1")
+    batcher.put("b", "b2")
+    clock.now = 2.0
+    assert batcher.get(timeout=0) == ("b", ["b1", "b2"])
+    assert batcher.get(timeout=0) == ("a", ["a1"])
+
+
+def test_get_blocks_until_an_item_arrives_from_another_thread():
+    batcher = MicroBatcher(lambda key: (1, 0.0))
+    threading.Timer(0.05, batcher.put, ("a", 1)).start()
+    assert batcher.get(timeout=5) == ("a", [1])
+
+
+def test_close_releases_waiters_and_returns_what_is_left():
+    batcher = MicroBatcher(lambda key: (10, 60.0))
+    batcher.put("a", 1)
+    batcher.put("b", 2)
+    result: list = []
+    waiter = threading.Thread(target=lambda: result.append(batcher.get()))
+    waiter.start()
+    assert sorted(batcher.close()) == [1, 2]
+    waiter.join(5)
+    assert result == [None]

@@ -1,0 +1,56 @@
+"""kill -9 of a worker mid-batch loses no job, and redelivered jobs keep one result."""
+
+import time
+
+import pytest
+
+from config.catalogue import ModelEntry
+from producer import Client
+from tests.conftest import make_settings
+from tests.support.workers import kill, start_worker_process, write_config
+
+TEXT = "text-classification"
+
+
+@pytest.fixture
+def crash_setup(redis_url, s3_endpoint, tiny_models, tmp_path):
+    """Settings on their own Redis databases with a short visibility timeout, and their config file."""
+    settings = make_settings(redis_url, s3_endpoint, {TEXT: tiny_models[TEXT]}, db=4, visibility_timeout=3)
+    entry = settings.models[0].model_copy(update={"max_batch": 2, "flush_interval": 0.01, "queue": "crash"})
+    settings = settings.model_copy(update={"models": [ModelEntry(**entry.model_dump())]})
+    client = Client(settings)
+    client.store.redis.flushdb()
+    client.store.redis.from_url(f"{redis_url}/4").flushdb()
+    yield settings, write_config(settings, tmp_path / "pipeq.toml"), client
+    client.close()
+
+
+def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path):
+    settings, config, client = crash_setup
+    log = tmp_path / "worker.log"
+    ids = client.submit_many(TEXT, [f"review number {i} was fine" for i in range(300)])
+    first = start_worker_process(config, "crash", log)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            states = [r.state for r in client.store.get_many(ids)]
+            if "succeeded" in states:
+                break
+            time.sleep(0.02)
+        kill(first)
+        states = [r.state for r in client.store.get_many(ids)]
+        assert states.count("succeeded") < len(ids), "the worker finished before it could be killed"
+        assert "queued" in states or "running" in states
+    finally:
+        if first.poll() is None:
+            kill(first)
+
+    second = start_worker_process(config, "crash", log)
+    try:
+        records = client.wait_many(ids, timeout=180)
+    finally:
+        kill(second)
+    assert {record.state for record in records.values()} == {"succeeded"}, log.read_text()[-3000:]
+    reruns = [record for record in records.values() if record.attempts > 1]
+    assert reruns, "no job was redelivered: the kill did not land mid-batch"
+    assert all(record.worker and record.worker.startswith("pipeq-cpu@") for record in records.values())

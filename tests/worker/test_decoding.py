@@ -1,0 +1,68 @@
+"""Decoding fetched media per modality, with real speech and pictures, and corrupt files."""
+
+import pytest
+
+from config.settings import Limits
+from config.tasks import TASKS
+from tests.support.media import encode_audio, picture, speech, truncated
+from worker.decoding import decode, decode_audio
+from worker.errors import UnreadableMedia, WrongInputKind
+
+ASR = TASKS["automatic-speech-recognition"]
+IMAGE = TASKS["image-classification"]
+TEXT = TASKS["text-classification"]
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return speech("the quick brown fox jumps over the lazy dog")
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG", "MP3"])
+def test_every_audio_format_decodes_to_mono_16k(samples, fmt):
+    decoded = decode(ASR, encode_audio(samples, fmt), Limits(), 16_000)
+    assert decoded.value["sampling_rate"] == 16_000
+    assert decoded.value["raw"].dtype.name == "float32"
+    assert decoded.size == pytest.approx(len(samples) / 16_000, abs=0.1)  # codecs pad a few frames
+
+
+def test_lossless_audio_decodes_to_the_same_samples(samples):
+    import numpy as np
+
+    raw = decode_audio(encode_audio(samples, "WAV"), 16_000)
+    assert np.allclose(raw, samples, atol=1 / 32768 + 1e-6)
+
+
+def test_audio_is_resampled_to_the_models_rate(samples):
+    raw = decode_audio(encode_audio(samples, "WAV"), 8_000)
+    assert len(raw) == pytest.approx(len(samples) / 2, abs=64)
+
+
+@pytest.mark.parametrize("data", [b"not audio at all" * 10, truncated(b"RIFF\x00\x00WAVEfmt ")])
+def test_corrupt_audio_is_unreadable(data):
+    with pytest.raises(UnreadableMedia, match="unreadable audio"):
+        decode(ASR, data, Limits(), 16_000)
+
+
+def test_truncated_images_are_unreadable():
+    with pytest.raises(UnreadableMedia, match="unreadable image"):
+        decode(IMAGE, truncated(picture(), 60), Limits())
+
+
+def test_images_decode_to_rgb_and_measure_pixels():
+    decoded = decode(IMAGE, picture(64, 48, fmt="JPEG"), Limits())
+    assert decoded.value.mode == "RGB"
+    assert decoded.size == 64 * 48
+
+
+def test_text_for_a_media_task_is_the_wrong_kind():
+    with pytest.raises(WrongInputKind, match="takes audio, not text"):
+        decode(ASR, "hello", Limits())
+
+
+def test_text_objects_must_be_utf8_and_within_limits():
+    assert decode(TEXT, "héllo".encode(), Limits()).value == "héllo"
+    with pytest.raises(UnreadableMedia, match="not UTF-8"):
+        decode(TEXT, b"\xff\xfe\x00bad", Limits())
+    with pytest.raises(UnreadableMedia, match="exceeds the limit"):
+        decode(TEXT, "x" * 11, Limits(max_text_chars=10))

@@ -1,0 +1,49 @@
+"""Running a group through a pipeline: size order, output shapes, and failures isolated by splitting."""
+
+from config.tasks import TASKS
+from worker.decoding import Decoded
+from worker.errors import PipelineError
+from worker.inference import run_group, to_jsonable
+
+
+class FakePipeline:
+    """Upper-cases its inputs, records each call, and raises on any list holding 'bad'."""
+
+    tokenizer = None
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, inputs: list[str], batch_size: int, **params) -> list[dict]:
+        self.calls.append(list(inputs))
+        if "bad" in inputs:
+            raise ValueError("cannot handle 'bad'")
+        return [{"text": text.upper()} for text in inputs]
+
+
+def items(*texts: str) -> list[Decoded]:
+    return [Decoded(text, float(len(text))) for text in texts]
+
+
+def test_inputs_reach_the_pipeline_longest_first_and_results_return_in_order():
+    pipe = FakePipeline()
+    results = run_group(pipe, TASKS["zero-shot-classification"], {}, 8, items("bb", "a", "cccc"))
+    assert pipe.calls == [["cccc", "bb", "a"]]
+    assert results == [{"text": "BB"}, {"text": "A"}, {"text": "CCCC"}]
+
+
+def test_one_bad_input_fails_alone_and_the_rest_succeed():
+    pipe = FakePipeline()
+    texts = ["one", "two", "bad", "four", "five"]
+    results = run_group(pipe, TASKS["zero-shot-classification"], {}, 8, items(*texts))
+    assert isinstance(results[2], PipelineError)
+    assert "cannot handle 'bad'" in str(results[2])
+    assert [r["text"] for i, r in enumerate(results) if i != 2] == ["ONE", "TWO", "FOUR", "FIVE"]
+    assert len(pipe.calls) > 1  # the batch was split to find the culprit
+
+
+def test_to_jsonable_turns_numpy_and_tuples_into_json_types():
+    import numpy as np
+
+    value = {"chunks": [{"timestamp": (np.float32(0.5), 1.0)}], "score": np.float64(0.25), "v": np.arange(2)}
+    assert to_jsonable(value) == {"chunks": [{"timestamp": [0.5, 1.0]}], "score": 0.25, "v": [0, 1]}
