@@ -21,9 +21,9 @@ os.environ.update(
 
 from config.catalogue import ModelEntry  # noqa: E402
 from config.settings import Limits, Settings  # noqa: E402
+from pipeq.local_services import redis_server, s3_server  # noqa: E402
 from pipeq.storage import s3_client  # noqa: E402
 from producer import Client  # noqa: E402
-from tests.support.services import redis_server, s3_server  # noqa: E402
 from tests.support.tiny_models import BUILDERS  # noqa: E402
 
 BUCKET = "media"

@@ -26,8 +26,16 @@ def pipeq(settings, tmp_path_factory):
 
 
 def test_submit_wait_and_status(pipeq, tmp_path):
-    done = pipeq("submit", "zero-shot-classification", "the match ended in a draw",
-                 "--param", 'candidate_labels=["sports","cooking"]', "--param", "multi_label=true", "--wait")
+    done = pipeq(
+        "submit",
+        "zero-shot-classification",
+        "the match ended in a draw",
+        "--param",
+        'candidate_labels=["sports","cooking"]',
+        "--param",
+        "multi_label=true",
+        "--wait",
+    )
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["state"] == "succeeded"
@@ -45,8 +53,7 @@ def test_inline_files_and_refusals(pipeq, tmp_path):
     from tests.support.media import picture
 
     image.write_bytes(picture())
-    done = pipeq("submit", "image-classification", f"@{image}", "--model", model_name("image-classification"),
-                 "--wait")
+    done = pipeq("submit", "image-classification", f"@{image}", "--model", model_name("image-classification"), "--wait")
     assert json.loads(done.stdout)["state"] == "succeeded", done.stderr
 
     refused = pipeq("submit", "text-classification", "hi", "--param", "nope=1")

@@ -72,5 +72,5 @@ def test_unknown_ids_are_reported(offline_client):
 def test_waiting_past_the_timeout_raises(offline_client):
     client, _ = offline_client
     job_id = client.submit(TEXT, "nobody consumes this queue")
-    with pytest.raises(TimeoutError, match="not done after 0.3 s"):
+    with pytest.raises(TimeoutError, match=r"not done after 0\.3 s"):
         client.wait(job_id, timeout=0.3)

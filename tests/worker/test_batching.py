@@ -13,7 +13,7 @@ TEXT = "text-classification"
 
 
 def texts(n: int) -> list[str]:
-    words = "the service was quick and friendly but the food arrived cold and bland".split()
+    words = "the service was quick and friendly but the food arrived cold and bland".split(" ")
     return [" ".join(words[: 1 + (i * 7) % len(words)]) * (1 + i % 3) for i in range(n)]
 
 
@@ -77,13 +77,17 @@ def test_an_input_the_pipeline_rejects_fails_alone(client, reference):
 
 
 def test_a_job_that_breaks_the_contract_is_failed_by_the_worker(client):
-    job = Job(task="automatic-speech-recognition", model=model_name("automatic-speech-recognition"),
-              input=TextInput(text="text is not audio"))
+    job = Job(
+        task="automatic-speech-recognition",
+        model=model_name("automatic-speech-recognition"),
+        input=TextInput(text="text is not audio"),
+    )
     client.celery.send_task(TASK_NAME, args=[job.model_dump(mode="json")], task_id=job.id, queue="pipeq")
     from pipeq.records import JobRecord
 
-    client.store.create([JobRecord(state="queued", id=job.id, task=job.task, model=job.model,
-                                   submitted_at=job.submitted_at)])
+    client.store.create(
+        [JobRecord(state="queued", id=job.id, task=job.task, model=job.model, submitted_at=job.submitted_at)]
+    )
     record = client.wait(job.id, timeout=60)
     assert record.state == "failed"
     assert record.error.type == "InvalidJob"

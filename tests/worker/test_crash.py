@@ -26,7 +26,7 @@ def crash_setup(redis_url, s3_endpoint, tiny_models, tmp_path):
 
 
 def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path):
-    settings, config, client = crash_setup
+    _, config, client = crash_setup
     log = tmp_path / "worker.log"
     ids = client.submit_many(TEXT, [f"review number {i} was fine" for i in range(300)])
     first = start_worker_process(config, "crash", log)

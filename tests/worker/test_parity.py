@@ -47,7 +47,7 @@ def test_text_pairs_match_the_pipeline(client, reference):
 
 
 def test_text_stored_in_object_storage_matches_the_pipeline(client, reference, upload):
-    [record] = run(client, "text-classification", [upload("Stored text.".encode(), ".txt")])
+    [record] = run(client, "text-classification", [upload(b"Stored text.", ".txt")])
     assert same(record.result, reference("text-classification")("Stored text."))
 
 

@@ -1,5 +1,6 @@
-"""Real services on loopback for tests and the demo: redis-server and an S3-compatible server (moto)."""
+"""Private services on loopback for the demo, tests and benchmarks: redis-server and an S3-compatible server (moto)."""
 
+import logging
 import shutil
 import socket
 import subprocess
@@ -27,8 +28,21 @@ def redis_server() -> Iterator[str]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="pipeq-redis-") as workdir:
         process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", workdir, "--loglevel", "warning"],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
         )
         url = f"redis://127.0.0.1:{port}"
@@ -54,6 +68,7 @@ def s3_server() -> Iterator[str]:
     """moto's S3-compatible server on a free loopback port; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

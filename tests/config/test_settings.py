@@ -1,0 +1,68 @@
+"""Settings from a TOML file and the environment; the catalogue's lookups."""
+
+import pytest
+
+from config import Catalogue, ModelEntry, UnknownModel, load_settings
+from config.settings import Settings
+
+EXAMPLE = "config/pipeq.example.toml"
+
+
+def test_the_example_config_loads(monkeypatch):
+    settings = load_settings(EXAMPLE)
+    assert settings.broker_url == "redis://127.0.0.1:6379/0"
+    assert settings.catalogue.queues() == ["cpu", "gpu"]
+    assert settings.catalogue.resolve("text-classification", None).name == "sentiment"
+
+
+def test_environment_variables_override_the_file(monkeypatch):
+    monkeypatch.setenv("PIPEQ_CONFIG", EXAMPLE)
+    monkeypatch.setenv("PIPEQ_BROKER_URL", "redis://broker:6379/0")
+    monkeypatch.setenv("PIPEQ_RESULT_BACKEND", "redis://results:6379/1")
+    monkeypatch.setenv("PIPEQ_S3_ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("PIPEQ_LIMITS__MAX_TEXT_CHARS", "1234")
+    settings = Settings()
+    assert (settings.broker_url, settings.result_backend) == ("redis://broker:6379/0", "redis://results:6379/1")
+    assert settings.s3_endpoint_url == "http://minio:9000"
+    assert settings.limits.max_text_chars == 1234
+    assert settings.limits.max_inline_bytes == 262144  # from the file
+    assert len(settings.models) == 3
+
+
+def test_a_missing_config_file_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("PIPEQ_CONFIG", "/nowhere/pipeq.toml")
+    with pytest.raises(FileNotFoundError, match=r"PIPEQ_CONFIG names /nowhere/pipeq\.toml"):
+        Settings()
+
+
+def test_unknown_keys_and_tasks_are_refused(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('brokr_url = "redis://x"\n')
+    with pytest.raises(ValueError, match="brokr_url"):
+        load_settings(bad)
+    with pytest.raises(ValueError, match="unknown task 'summarise-my-day'"):
+        ModelEntry(name="m", task="summarise-my-day")
+
+
+def test_catalogue_defaults_names_and_refusals():
+    catalogue = Catalogue(
+        [
+            ModelEntry(id="org/first", task="text-classification"),
+            ModelEntry(name="second", id="org/second", task="text-classification", default=True),
+            ModelEntry(name="asr", id="org/asr", task="automatic-speech-recognition"),
+        ]
+    )
+    assert catalogue.resolve("text-classification", None).name == "second"
+    assert catalogue.resolve("text-classification", "org/first").id == "org/first"
+    assert catalogue.resolve("automatic-speech-recognition", None).name == "asr"
+    with pytest.raises(UnknownModel, match="no model in the catalogue serves image-classification"):
+        catalogue.resolve("image-classification", None)
+    with pytest.raises(UnknownModel, match="models for text-classification: org/first, second"):
+        catalogue.resolve("text-classification", "org/evil")
+    assert ModelEntry(id="x", task="text-classification").trust_remote_code is False
+
+
+def test_the_visibility_timeout_outlasts_the_slowest_batch():
+    settings = Settings(models=[ModelEntry(name="slow", task="text-classification", expected_seconds=900)])
+    assert settings.broker_visibility_timeout() > 900 * 2
+    assert Settings(visibility_timeout=5).broker_visibility_timeout() == 5

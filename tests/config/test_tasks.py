@@ -1,0 +1,34 @@
+"""The task table agrees with the pinned transformers: every listed parameter is one its pipeline takes."""
+
+import inspect
+import pydoc
+
+import pytest
+from transformers.pipelines import SUPPORTED_TASKS
+
+from config.tasks import TASKS, task_spec
+
+# Parameters a pipeline takes through its **kwargs: tokenizer arguments, generation arguments.
+THROUGH_KWARGS = {
+    "text-classification": {"truncation", "padding", "max_length"},
+    "automatic-speech-recognition": {"max_new_tokens"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_each_parameter_is_accepted_by_the_pipeline(name):
+    pipeline_class = SUPPORTED_TASKS[name]["impl"]
+    if isinstance(pipeline_class, str):  # some are given by dotted path
+        pipeline_class = pydoc.locate(pipeline_class)
+    sanitize = pipeline_class._sanitize_parameters
+    signature = inspect.signature(sanitize)
+    source = inspect.getsource(sanitize)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    for parameter in TASKS[name].parameters:
+        named = parameter in signature.parameters or f'"{parameter}"' in source
+        assert named or (takes_any and parameter in THROUGH_KWARGS.get(name, ())), f"{name} does not take {parameter}"
+
+
+def test_unknown_tasks_list_the_served_ones():
+    with pytest.raises(ValueError, match="pipeq serves: automatic-speech-recognition"):
+        task_spec("translate-my-cat")

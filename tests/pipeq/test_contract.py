@@ -1,0 +1,41 @@
+"""The job contract: JSON round trips, inputs, limits."""
+
+import json
+
+import pytest
+
+from config.settings import Limits
+from pipeq.contract import DictInput, InlineInput, InvalidJob, Job, ObjectInput, TextInput, make_input
+
+
+def test_a_job_round_trips_through_json_with_its_version():
+    job = Job(task="text-classification", model="m", input=make_input(b"\x00\xffbytes"), parameters={"top_k": 2})
+    wire = json.loads(job.model_dump_json())
+    assert wire["v"] == 1
+    assert wire["input"] == {"kind": "inline", "data": "AP9ieXRlcw=="}
+    assert Job.model_validate(wire) == job
+
+
+def test_inputs_from_python_values():
+    assert make_input("hello") == TextInput(text="hello")
+    ref = make_input("s3://my-bucket/a/b c.wav")
+    assert isinstance(ref, ObjectInput)
+    assert (ref.bucket, ref.key) == ("my-bucket", "a/b c.wav")
+    assert make_input(b"x") == InlineInput(data=b"x")
+    assert make_input({"text": "a"}) == DictInput(value={"text": "a"})
+
+
+def test_other_versions_and_unknown_fields_are_refused():
+    wire = json.loads(Job(task="text-classification", model="m", input=TextInput(text="x")).model_dump_json())
+    with pytest.raises(ValueError, match="v"):
+        Job.model_validate({**wire, "v": 2})
+    with pytest.raises(ValueError, match="surprise"):
+        Job.model_validate({**wire, "surprise": 1})
+
+
+def test_limits_are_checked():
+    limits = Limits(max_text_chars=5, max_inline_bytes=4)
+    with pytest.raises(InvalidJob, match="text of 6 characters exceeds the limit of 5"):
+        Job(task="text-classification", model="m", input=TextInput(text="sixsix")).check(limits)
+    with pytest.raises(InvalidJob, match="upload it to object storage"):
+        Job(task="image-classification", model="m", input=InlineInput(data=b"12345")).check(limits)
