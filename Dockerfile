@@ -1,9 +1,10 @@
 # pipeq image: the `pipeq` command (producer CLI and device-pinned Celery worker).
 #
 #   CPU image (default):  docker build -t pipeq:cpu .
-#   GPU image:            docker build -t pipeq:gpu --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
-#                         (any CUDA wheel index that publishes the pinned torch release; the CUDA wheels
-#                         bundle the CUDA runtime, the host only needs the NVIDIA driver + container toolkit)
+#   GPU image:            docker build -t pipeq:gpu --build-arg TORCH_INDEX_URL=https://pypi.org/simple .
+#                         (PyPI's Linux torch wheels are CUDA builds; or a PyTorch CUDA index such as
+#                         https://download.pytorch.org/whl/cu128 that publishes the pinned release. The CUDA
+#                         wheels bundle the CUDA runtime: the host needs only the NVIDIA driver + container toolkit.)
 #
 # No Debian packages beyond the base image: PyAV wheels bundle ffmpeg, soundfile wheels bundle libsndfile,
 # torch wheels bundle their own OpenMP/CUDA libraries.
@@ -38,18 +39,20 @@ open('/tmp/deps.txt', 'w').write(''.join(d + '\n' for d in deps))" \
  && pip install -r /tmp/deps.txt \
  && rm -f /tmp/torch.txt /tmp/deps.txt
 
-# The project itself (`pip install .`; dependencies are already in place). README.m[d] copies README.md
-# when present and is skipped when not (pyproject names it as the long description).
-COPY README.m[d] ./
+# The project itself (`pip install .`; dependencies are already in place). The README.m[d] pattern copies
+# README.md (pyproject's long description) when the context has one and matches nothing when it does not;
+# pyproject.toml is listed again so the COPY always has a source.
+COPY pyproject.toml README.m[d] ./
 COPY pipeq ./pipeq
 COPY producer ./producer
 COPY worker ./worker
 COPY config ./config
 RUN pip install --no-deps . \
- && cd / && rm -rf /tmp/pipeq-src \
- && pipeq --help >/dev/null
+ && pipeq --help >/dev/null \
+ && rm -rf /tmp/pipeq-src
 
-USER pipeq
+# Numeric uid:gid of the pipeq user, so that runtimes can tell it is not root (e.g. Kubernetes runAsNonRoot).
+USER 1000:1000
 WORKDIR /home/pipeq
 VOLUME ["/models"]
 
