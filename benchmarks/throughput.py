@@ -5,7 +5,8 @@ seeded set of review-like English texts whose lengths follow a skewed, log-norma
 a few up to ~300 words). It measures:
 
 * in-process ``pipeline("text-classification")`` over the list at batch_size 1, 8 and 32 (unsorted, as users
-  call it) and over the length-sorted list at batch_size 16: items/s;
+  call it), over the length-sorted list at batch_size 16, and cut in ``max_batch``-item chunks each sorted by
+  length (pipeq's own micro-batching without the queue, so "pipeq / that" is the cost of the queue): items/s;
 * a pipeq worker (a separate ``celery -A worker.app worker`` process, default micro-batching) fed all the jobs at
   once with ``Client.submit_many`` / ``wait_many``: jobs/s from first submit to last result;
 * the same worker with ``max_batch = 1`` and ``batch_size = 1``: one job, one pipeline call;
@@ -13,7 +14,9 @@ a few up to ~300 words). It measures:
   by the client, against the in-process time of the same text at batch size 1 (queue overhead = the difference).
 
 torch keeps its default thread count everywhere; in the pipeq runs the client and redis-server share the same
-cores as the worker, which is the honest comparison. Results are printed and written to ``.bench/results.json``.
+cores as the worker, which is the honest comparison; CPU time used by other processes during the run is reported
+because it skews every number. The model is built in a temporary directory unless ``.bench/model`` holds one.
+Results are printed and written to ``.bench/results.json``.
 
     .venv/bin/python -m benchmarks.throughput [--jobs 1000] [--light-jobs 100] [--rate 10]
 """
@@ -29,6 +32,7 @@ os.environ.update(
 import argparse  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
+import resource  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -44,10 +48,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from config.catalogue import ModelEntry  # noqa: E402
 from config.settings import load_settings  # noqa: E402
+from config.tasks import TASKS  # noqa: E402
+from pipeq.local_services import redis_server  # noqa: E402
 from producer.client import Client  # noqa: E402
-from tests.support.services import redis_server  # noqa: E402
 from tests.support.tiny_models import build_text_classification  # noqa: E402
+from worker.decoding import Decoded  # noqa: E402
+from worker.inference import run_group  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
@@ -114,25 +122,40 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(values, 50)) * 1e3, "p99_ms": float(np.percentile(values, 99)) * 1e3}
 
 
-def in_process(model: Path, texts: list[str], light: list[str]) -> dict[str, Any]:
-    """items/s of the pipeline called directly, and per-text model time of the light-load texts at bs=1."""
+def in_process(model: Path, texts: list[str], light: list[str], chunk: int, chunk_bs: int) -> dict[str, Any]:
+    """items/s of the pipeline called directly, and per-text model time of the light-load texts at bs=1.
+
+    Besides what users do (unsorted lists, a globally length-sorted list), it runs pipeq's own batching without
+    the queue: the list cut in ``chunk``-item micro-batches, each run through ``worker.inference.run_group``.
+    """
     pipe = transformers.pipeline(TASK, model=str(model))
     pipe(texts[:32], batch_size=8)  # warm-up
+
+    def by_length(part: list[str]) -> list[str]:
+        lengths = [len(ids) for ids in pipe.tokenizer(part)["input_ids"]]
+        return [part[i] for i in sorted(range(len(part)), key=lambda i: -lengths[i])]
+
+    def pipeq_batching(part: list[str]) -> list[Any]:
+        return run_group(pipe, TASKS[TASK], {}, chunk_bs, [Decoded(text, float(len(text))) for text in part])
+
+    runs: dict[str, Callable[[], Any]] = {f"bs{bs}": lambda bs=bs: pipe(texts, batch_size=bs) for bs in (1, 8, 32)}
+    runs["sorted_bs16"] = lambda: pipe(by_length(texts), batch_size=16)
+    runs["chunked"] = lambda: [pipeq_batching(texts[i : i + chunk]) for i in range(0, len(texts), chunk)]
     results: dict[str, Any] = {}
-    for batch_size in (1, 8, 32):
-        seconds = timed(lambda bs=batch_size: pipe(texts, batch_size=bs))
-        results[f"bs{batch_size}"] = {"items_per_s": len(texts) / seconds, "seconds": seconds}
-        print(f"  in-process bs={batch_size}: {len(texts) / seconds:.1f} items/s", flush=True)
-
-    def sorted_run() -> None:
-        lengths = [len(ids) for ids in pipe.tokenizer(texts)["input_ids"]]
-        pipe([texts[i] for i in sorted(range(len(texts)), key=lambda i: -lengths[i])], batch_size=16)
-
-    seconds = timed(sorted_run)
-    results["sorted_bs16"] = {"items_per_s": len(texts) / seconds, "seconds": seconds}
-    print(f"  in-process sorted bs=16: {len(texts) / seconds:.1f} items/s", flush=True)
+    for name, run in runs.items():
+        seconds = timed(run)
+        results[name] = {"items_per_s": len(texts) / seconds, "seconds": seconds}
+        print(f"  in-process {name}: {len(texts) / seconds:.1f} items/s", flush=True)
     results["light_model_seconds"] = [timed(lambda t=text: pipe(t)) for text in light]
     return results
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used since boot by the whole machine, and by this process and its waited-for children."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split()[1:8]]
+    machine = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    mine = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return machine, sum(usage.ru_utime + usage.ru_stime for usage in mine)
 
 
 def write_config(path: Path, redis_url: str, db: int, model: Path, queue: str, **batching: float | int) -> Path:
@@ -239,38 +262,49 @@ def light_load(client: Client, texts: list[str], rate: float) -> tuple[list[floa
 def report(results: dict[str, Any]) -> str:
     """The results as a table."""
     inp, pq, naive, light = results["in_process"], results["pipeq"], results["one_job_one_call"], results["light"]
-    best_key = max(("bs1", "bs8", "bs32"), key=lambda key: inp[key]["items_per_s"])
+    best = max(("bs1", "bs8", "bs32"), key=lambda key: inp[key]["items_per_s"])
+    t, width = results["texts"], 48
+    lines = [
+        f"{t['count']} texts: words median {t['words_p50']:.0f}, p90 {t['words_p90']:.0f}, max {t['words_max']}; "
+        f"tokens mean {t['tokens_mean']:.0f}, max {t['tokens_max']}; torch threads {results['torch_threads']}, "
+        f"{os.cpu_count()} CPUs; pipeq worker: {results['pipeq_batching']}",
+        f"other processes used {results['other_cpu_seconds']:.1f} CPU-s during the {results['wall_seconds']:.0f} s run"
+        " (should be near 0: anything else on these cores skews every number)",
+        "",
+        f"{'':{width}}{'items/s':>10}{'seconds':>10}",
+    ]
     rows = [
         ("in-process pipeline, batch_size=1", inp["bs1"]),
         ("in-process pipeline, batch_size=8", inp["bs8"]),
         ("in-process pipeline, batch_size=32", inp["bs32"]),
         ("in-process, length-sorted, batch_size=16", inp["sorted_bs16"]),
+        (f"in-process, pipeq's batching in {results['chunk']}-item chunks", inp["chunked"]),
+        ("pipeq worker", pq),
+        ("one-job-one-call worker (max_batch=1, bs=1)", naive),
     ]
-    t = results["texts"]
-    lines = [
-        f"{t['count']} texts: words median {t['words_p50']:.0f}, p90 {t['words_p90']:.0f}, max {t['words_max']}; "
-        f"tokens mean {t['tokens_mean']:.0f}, max {t['tokens_max']}; torch threads {results['torch_threads']}",
-        "",
-        f"{'':44}{'items/s':>10}{'seconds':>10}",
-        *(f"{name:44}{row['items_per_s']:>10.1f}{row['seconds']:>10.1f}" for name, row in rows),
+    for name, row in rows:
+        line = f"{name:{width}}{row.get('items_per_s', row.get('jobs_per_s')):>10.1f}{row['seconds']:>10.1f}"
+        if "batches" in row:
+            line += (
+                f"   {row['batches']} batches, mean batch_size {row['mean_batch_size']:.1f}, "
+                f"worker span {row['worker_span_seconds']:.1f} s"
+            )
+        lines.append(line)
+    ratios = [
+        (f"pipeq / best unsorted in-process ({best})", inp[best]["items_per_s"]),
+        ("pipeq / sorted in-process bs=16", inp["sorted_bs16"]["items_per_s"]),
+        ("pipeq / one-job-one-call worker", naive["jobs_per_s"]),
+        ("pipeq / its own chunking in-process (queue cost)", inp["chunked"]["items_per_s"]),
     ]
-    for name, row in ((f"pipeq worker ({results['pipeq_batching']})", pq), ("one-job-one-call worker", naive)):
-        lines.append(
-            f"{name:44}{row['jobs_per_s']:>10.1f}{row['seconds']:>10.1f}   "
-            f"{row['batches']} batches, mean batch_size {row['mean_batch_size']:.1f}, "
-            f"worker span {row['worker_span_seconds']:.1f} s"
-        )
-    lines += [
-        "",
-        f"pipeq / best unsorted in-process ({best_key}) {pq['jobs_per_s'] / inp[best_key]['items_per_s']:>8.2f}x",
-        f"pipeq / sorted in-process bs=16          {pq['jobs_per_s'] / inp['sorted_bs16']['items_per_s']:>8.2f}x",
-        f"pipeq / one-job-one-call worker          {pq['jobs_per_s'] / naive['jobs_per_s']:>8.2f}x",
-        "",
-        f"light load: {light['jobs']} jobs at {light['rate']}/s, mean batch_size {light['mean_batch_size']:.2f}",
-        f"{'':44}{'p50 ms':>10}{'p99 ms':>10}",
-    ]
+    lines += ["", *(f"{name:{width}}{pq['jobs_per_s'] / other:>9.2f}x" for name, other in ratios), ""]
+    lines.append(
+        f"light load: {light['jobs']} jobs at {light['rate']}/s, mean batch_size {light['mean_batch_size']:.2f}"
+    )
+    lines.append(f"{'':{width}}{'p50 ms':>10}{'p99 ms':>10}")
     for name in ("latency", "model_time", "overhead"):
-        lines.append(f"{name.replace('_', ' '):44}{light[name]['p50_ms']:>10.1f}{light[name]['p99_ms']:>10.1f}")
+        label = {"model_time": "model time alone (in-process, bs=1)", "overhead": "queue overhead (latency - model)"}
+        p50, p99 = light[name]["p50_ms"], light[name]["p99_ms"]
+        lines.append(f"{label.get(name, 'submit-to-result latency'):{width}}{p50:>10.1f}{p99:>10.1f}")
     return "\n".join(lines)
 
 
@@ -289,6 +323,11 @@ def main() -> None:
     light = make_texts(args.light_jobs, seed=1)
     knobs = ("max_batch", "flush_interval", "batch_size")
     overrides = {key: value for key, value in vars(args).items() if key in knobs and value is not None}
+    fields = ModelEntry.model_fields
+    chunk = int(overrides.get("max_batch", fields["max_batch"].default))
+    chunk_bs = int(overrides.get("batch_size", fields["batch_size"].default))
+    flush = overrides.get("flush_interval", fields["flush_interval"].default)
+    cpu_start, wall_start = cpu_seconds(), time.perf_counter()
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeq-bench-")))
         model = BENCH / "model"
@@ -308,10 +347,12 @@ def main() -> None:
                 "tokens_max": max(tokens),
             },
             "torch_threads": torch.get_num_threads(),
-            "pipeq_batching": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "catalogue defaults",
+            "chunk": chunk,
+            "chunk_bs": chunk_bs,
+            "pipeq_batching": f"max_batch={chunk}, batch_size={chunk_bs}, flush_interval={flush}",
         }
         print("in-process pipeline ...", flush=True)
-        results["in_process"] = in_process(model, texts, light)
+        results["in_process"] = in_process(model, texts, light, chunk, chunk_bs)
         model_seconds = results["in_process"].pop("light_model_seconds")
 
         redis_url = stack.enter_context(redis_server())
@@ -341,6 +382,9 @@ def main() -> None:
                         "model_time": percentiles(model_seconds),
                         "overhead": percentiles(overhead),
                     }
+    (machine_end, mine_end), (machine_start, mine_start) = cpu_seconds(), cpu_start
+    results["wall_seconds"] = time.perf_counter() - wall_start
+    results["other_cpu_seconds"] = max(0.0, (machine_end - machine_start) - (mine_end - mine_start))
     print()
     print(report(results))
     BENCH.mkdir(exist_ok=True)

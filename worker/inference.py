@@ -1,7 +1,9 @@
 """Running one group of same-model, same-parameter inputs through a transformers pipeline.
 
-Items are sorted by size (tokens, audio seconds, pixels), passed as one list with ``batch_size``, and each
-output is given back in the shape ``pipeline(single_input)`` returns. If the batched call raises, the group
+Items are sorted by size (tokens, audio seconds, pixels) and cut into runs of similar size (at most
+``batch_size`` items, none smaller than ``SIMILAR`` times the run's largest), so that padding stays small;
+each run is one ``pipeline(list, batch_size=len(run))`` call. Each output is given back in the shape
+``pipeline(single_input)`` returns. If the batched call raises, the group
 is split in halves until the inputs that fail are alone: they fail, the others succeed.
 """
 
@@ -13,6 +15,9 @@ import numpy as np
 from config.tasks import TaskSpec
 from worker.decoding import Decoded
 from worker.errors import PipelineError
+
+SIMILAR = 0.75
+"""Smallest item size in a run, relative to the run's largest: at most a quarter of a run is padding."""
 
 
 def run_group(pipe: Any, spec: TaskSpec, params: dict, batch_size: int, items: Sequence[Decoded]) -> list[Any]:
@@ -37,9 +42,19 @@ def run_group(pipe: Any, spec: TaskSpec, params: dict, batch_size: int, items: S
         for i, output in zip(indices, outputs, strict=True):
             results[i] = to_jsonable(_single_shape(spec, params, items[i].value, output, tokens and tokens[i]))
 
-    if order:
-        run(order)
+    for chunk in similar_size_runs(order, sizes, batch_size):
+        run(chunk)
     return results
+
+
+def similar_size_runs(order: list[int], sizes: Sequence[float], max_items: int) -> list[list[int]]:
+    """Cut indices sorted by decreasing size into runs of at most ``max_items`` similar sizes."""
+    runs: list[list[int]] = []
+    for i in order:
+        if not runs or len(runs[-1]) >= max_items or sizes[i] < SIMILAR * sizes[runs[-1][0]]:
+            runs.append([])
+        runs[-1].append(i)
+    return runs
 
 
 def token_counts(pipe: Any, spec: TaskSpec, params: dict, items: Sequence[Decoded]) -> list[int] | None:

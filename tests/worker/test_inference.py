@@ -28,8 +28,15 @@ def items(*texts: str) -> list[Decoded]:
 def test_inputs_reach_the_pipeline_longest_first_and_results_return_in_order():
     pipe = FakePipeline()
     results = run_group(pipe, TASKS["zero-shot-classification"], {}, 8, items("bb", "a", "cccc"))
-    assert pipe.calls == [["cccc", "bb", "a"]]
+    assert pipe.calls == [["cccc"], ["bb"], ["a"]]  # too different in size to share a call
     assert results == [{"text": "BB"}, {"text": "A"}, {"text": "CCCC"}]
+
+
+def test_runs_hold_similar_sizes_up_to_the_batch_size():
+    pipe = FakePipeline()
+    texts = ["x" * n for n in (100, 10, 90, 9, 10, 10, 8, 80)]
+    run_group(pipe, TASKS["zero-shot-classification"], {}, 3, items(*texts))
+    assert [[len(text) for text in call] for call in pipe.calls] == [[100, 90, 80], [10, 10, 10], [9, 8]]
 
 
 def test_one_bad_input_fails_alone_and_the_rest_succeed():
