@@ -34,16 +34,20 @@ class MicroBatcher(Generic[T]):
         with self._cond:
             return sum(len(group) for group in self._groups.values())
 
-    def get(self, timeout: float | None = None) -> tuple[Hashable, list[T]] | None:
+    def get(
+        self, timeout: float | None = None, eager: Callable[[], bool] = lambda: False
+    ) -> tuple[Hashable, list[T]] | None:
         """The next ready batch: a full group, or the group whose oldest item waited longest past its limit.
 
-        Blocks until one is ready; None after ``timeout`` seconds or once the batcher is closed.
+        While ``eager()`` is true (the consumer of batches is idle, say) any waiting group is ready: nobody
+        gains from the wait. Blocks until a batch is ready; None after ``timeout`` seconds or once closed.
+        Call :meth:`poke` when ``eager()`` may have changed.
         """
         deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while not self._closed:
                 now = self._clock()
-                ready, wake_at = self._ready(now)
+                ready, wake_at = self._ready(now, eager())
                 if ready is not None:
                     return ready, self._take(ready)
                 if deadline is not None:
@@ -52,6 +56,11 @@ class MicroBatcher(Generic[T]):
                     wake_at = min(wake_at, deadline)
                 self._cond.wait(None if wake_at == float("inf") else max(0.0, wake_at - now))
             return None
+
+    def poke(self) -> None:
+        """Make waiting :meth:`get` calls look again (``eager`` may have changed)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> list[T]:
         """Stop handing out batches and return the items still waiting."""
@@ -62,13 +71,13 @@ class MicroBatcher(Generic[T]):
             self._cond.notify_all()
             return left
 
-    def _ready(self, now: float) -> tuple[Hashable | None, float]:
+    def _ready(self, now: float, eager: bool) -> tuple[Hashable | None, float]:
         """The most urgent ready key (or None) and when the next group becomes ready."""
         best, best_since, wake_at = None, float("inf"), float("inf")
         for key, group in self._groups.items():
             max_items, max_wait = self._limits(key)
             since = group[0][0]
-            if len(group) >= max_items or now - since >= max_wait:
+            if eager or len(group) >= max_items or now - since >= max_wait:
                 if since < best_since:
                     best, best_since = key, since
             else:

@@ -6,8 +6,11 @@ The Celery consumer hands each received job to :meth:`Engine.submit`. Two thread
   running, loads the model if needed, fetches media in parallel and decodes it;
 * *model*: runs the prepared batch through the pipeline, writes every job's record, then acks the messages.
 
-The prepare thread works on batch N+1 while the model thread runs batch N. A message is acked only after its
-job's final record is stored, so a worker killed at any point loses nothing: the broker redelivers.
+The prepare thread works on batch N+1 while the model thread runs batch N. Jobs wait for company (up to
+their model's ``flush_interval``) only while the model is busy: an idle model takes whatever is waiting.
+
+A message is acked only after its job's final record is stored, so a worker killed at any point loses
+nothing: the broker redelivers.
 """
 
 import json
@@ -79,6 +82,7 @@ class Engine:
         self._prepared: SimpleQueue[PreparedBatch | None] = SimpleQueue()
         self._slot = threading.Semaphore(1)
         self._stopping = threading.Event()
+        self._model_idle = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # -- the consumer side -------------------------------------------------------------------------------
@@ -116,7 +120,7 @@ class Engine:
     def _prepare_loop(self) -> None:
         while not self._stopping.is_set():
             self._slot.acquire()
-            got = self.batcher.get(timeout=0.5)
+            got = self.batcher.get(timeout=0.5, eager=self._model_idle.is_set)
             if got is None:
                 self._slot.release()
                 continue
@@ -132,13 +136,22 @@ class Engine:
         self._prepared.put(None)
 
     def _model_loop(self) -> None:
-        while (prepared := self._prepared.get()) is not None:
+        while (prepared := self._next_prepared()) is not None:
             self._slot.release()
             try:
                 self.run(prepared)
             except Exception:
                 log.exception("running a batch of %d job(s) failed; requeueing them", len(prepared.deliveries))
                 _requeue(prepared.deliveries)
+
+    def _next_prepared(self) -> PreparedBatch | None:
+        """The next prepared batch; while none is there the model is idle, so waiting jobs need not wait."""
+        if self._prepared.empty():
+            self._model_idle.set()
+            self.batcher.poke()
+        prepared = self._prepared.get()
+        self._model_idle.clear()
+        return prepared
 
     # -- the stages ---------------------------------------------------------------------------------------
 

@@ -30,6 +30,9 @@ def run_group(pipe: Any, spec: TaskSpec, params: dict, batch_size: int, items: S
     def run(indices: list[int]) -> None:
         inputs = [_fresh(items[i].value) for i in indices]
         try:
+            if len(inputs) == 1:  # a call on the item alone: already in its own shape, no collation
+                results[indices[0]] = to_jsonable(pipe(inputs[0], **params))
+                return
             outputs = pipe(inputs, batch_size=min(batch_size, len(inputs)), **params)
         except Exception as exc:
             if len(indices) == 1:

@@ -62,3 +62,18 @@ def test_close_releases_waiters_and_returns_what_is_left():
     assert sorted(batcher.close()) == [1, 2]
     waiter.join(5)
     assert result == [None]
+
+
+def test_while_eager_any_waiting_group_is_ready():
+    batcher, _ = make({"a": (10, 60.0)})
+    batcher.put("a", 1)
+    assert batcher.get(timeout=0) is None
+    assert batcher.get(timeout=0, eager=lambda: True) == ("a", [1])
+
+
+def test_a_poke_makes_a_waiting_get_look_again():
+    batcher = MicroBatcher(lambda key: (10, 60.0))
+    batcher.put("a", 1)
+    idle = threading.Event()
+    threading.Timer(0.05, lambda: (idle.set(), batcher.poke())).start()
+    assert batcher.get(timeout=5, eager=idle.is_set) == ("a", [1])

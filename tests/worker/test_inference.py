@@ -14,7 +14,9 @@ class FakePipeline:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    def __call__(self, inputs: list[str], batch_size: int, **params) -> list[dict]:
+    def __call__(self, inputs: list[str] | str, batch_size: int = 1, **params) -> list[dict] | dict:
+        if isinstance(inputs, str):  # a call on one item returns that item's output
+            return self(list([inputs]))[0]
         self.calls.append(list(inputs))
         if "bad" in inputs:
             raise ValueError("cannot handle 'bad'")
