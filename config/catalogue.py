@@ -32,7 +32,7 @@ class ModelEntry(BaseModel):
     revision: str | None = Field(default=None, description="Hub branch, tag or commit to pin")
     queue: str = "pipeq"
     dtype: DType = "auto"
-    max_batch: PositiveInt = Field(default=64, description="most jobs in one micro-batch")
+    max_batch: PositiveInt = Field(default=128, description="most jobs in one micro-batch")
     flush_interval: PositiveFloat = Field(default=0.01, description="seconds the first job of a batch waits")
     batch_size: PositiveInt = Field(default=16, description="`batch_size` passed to the pipeline")
     default: bool = Field(default=False, description="serve jobs of this task that name no model")

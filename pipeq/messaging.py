@@ -30,6 +30,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=prefetch_count(settings),
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        broker_transport="pipeq.broker:Transport" if settings.broker_url.startswith("redis") else None,
         broker_transport_options={
             "visibility_timeout": visibility,
             "unacked_restore_interval": max(1, min(10, visibility // 4)),

@@ -106,6 +106,8 @@ class Client:
                         args=[job.model_dump(mode="json")],
                         task_id=job.id,
                         queue=queue,
+                        argsrepr=f"[job {job.id}]",  # Celery would repr the whole job for logs
+                        kwargsrepr="{}",
                         producer=producer,
                     )
                     published.append(job.id)

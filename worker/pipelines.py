@@ -1,5 +1,6 @@
 """Loading catalogue models as transformers pipelines, once each, and keeping them warm."""
 
+import gc
 import logging
 import threading
 from typing import Any
@@ -44,4 +45,8 @@ class PipelineCache:
             pipe = self._pipelines.get(entry.name)
             if pipe is None:
                 pipe = self._pipelines[entry.name] = load_pipeline(entry, self.device)
+                # A model brings millions of long-lived objects; leave them out of every future garbage
+                # collection, whose full passes would otherwise stall the batches that trigger them.
+                gc.collect()
+                gc.freeze()
             return pipe
