@@ -69,7 +69,12 @@ def batching_strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Any:
             entry = settings.catalogue.resolve(job.task, job.model)
             job.check(settings.limits)
         except Exception as exc:  # a broken message: fail its job, never retry it
-            _fail_unreadable(app, message, exc)
+            try:
+                _fail_unreadable(consumer.pipeq_engine.store, message, exc)
+            except Exception:  # the record could not be stored: keep the message for later
+                log.exception("could not record the failure of message %s; requeueing it", message.headers)
+                requeue()
+                return
             settle()
             return
         if entry.name != job.model:
@@ -79,7 +84,7 @@ def batching_strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Any:
     return on_message
 
 
-def _fail_unreadable(app: Any, message: Any, exc: Exception) -> None:
+def _fail_unreadable(store: RecordStore, message: Any, exc: Exception) -> None:
     job_id = (message.headers or {}).get("id")
     log.error("refusing message %s: %s", job_id, exc)
     if not job_id:
@@ -88,5 +93,4 @@ def _fail_unreadable(app: Any, message: Any, exc: Exception) -> None:
     record = JobRecord(
         state="failed", id=job_id, task="?", model="?", submitted_at=now(), finished_at=now(), error=error
     )
-    settings: Settings = app.pipeq_settings
-    RecordStore(settings.result_backend, settings.result_ttl).write([record])
+    store.write([record])
