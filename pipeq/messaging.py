@@ -35,6 +35,8 @@ def make_celery(settings: Settings) -> Celery:
             "visibility_timeout": visibility,
             "unacked_restore_interval": max(1, min(10, visibility // 4)),
             "unacked_restore_throttle": 1,
+            # A worker killed while holding the restore lock must not block redelivery for kombu's 5 minutes.
+            "unacked_mutex_expire": max(1, min(300, visibility // 2)),
         },
     )
     return app

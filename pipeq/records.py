@@ -1,7 +1,8 @@
 """Job records in Redis: one JSON document per job, written by producers (queued) and workers (running, done).
 
-Keys are ``pipeq:job:<id>``; a record that reaches a final state is also published on ``pipeq:done:<id>`` so
-waiters need not poll. A final record is never overwritten: a redelivered job cannot produce a second result.
+Keys are ``pipeq:job:<id>``. When a record reaches a final state, its state is published on
+``pipeq:done:<id>`` so waiters need not poll; the record itself, results included, stays in the key. A
+final record is never overwritten: a redelivered job cannot produce a second result.
 """
 
 import time
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 State = Literal["queued", "running", "succeeded", "failed"]
 FINAL_STATES = ("succeeded", "failed")
 
-# Sets a record unless the stored one is final; publishes final records. The record's JSON starts with its
+# Sets a record unless the stored one is final; announces final states. The record's JSON starts with its
 # state (``state`` is JobRecord's first field), so a prefix test is exact.
 _WRITE_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
@@ -24,7 +25,7 @@ if current and (string.sub(current, 1, 21) == '{"state":"succeeded",'
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[1]) end
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
 """
 
@@ -109,7 +110,9 @@ class RecordStore:
         for record in records:
             channel = self.channel(record.id) if record.done else ""
             self._write_unless_final(
-                keys=[self.key(record.id)], args=[record.model_dump_json(), self.ttl, channel], client=pipe
+                keys=[self.key(record.id)],
+                args=[record.model_dump_json(), self.ttl, channel, record.state],
+                client=pipe,
             )
         return [bool(written) for written in pipe.execute()]
 
@@ -141,13 +144,15 @@ class RecordStore:
                     raise TimeoutError(f"{len(pending)} of {len(job_ids)} job(s) not done after {timeout} s")
                 limit = poll if remaining is None else remaining
                 wait_for = max(0.0, min(next_poll - time.monotonic(), limit))
+                announced = set()
                 message = pubsub.get_message(timeout=wait_for)
                 while message is not None:
-                    record = JobRecord.model_validate_json(message["data"])
-                    if record.id in pending:
+                    announced.add(message["channel"].decode().removeprefix("pipeq:done:"))
+                    message = pubsub.get_message(timeout=0)
+                for record in self.get_many(sorted(announced & pending)):
+                    if record is not None and record.done:
                         done[record.id] = record
                         pending.discard(record.id)
-                    message = pubsub.get_message(timeout=0)
         finally:
             pubsub.close()
         return {job_id: done[job_id] for job_id in job_ids}

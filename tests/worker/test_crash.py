@@ -1,6 +1,7 @@
 """kill -9 of a worker mid-batch loses no job, and redelivered jobs keep one result."""
 
 import time
+from collections import Counter
 
 import pytest
 
@@ -26,7 +27,7 @@ def crash_setup(redis_url, s3_endpoint, tiny_models, tmp_path):
 
 
 def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path):
-    _, config, client = crash_setup
+    settings, config, client = crash_setup
     log = tmp_path / "worker.log"
     ids = client.submit_many(TEXT, [f"review number {i} was fine" for i in range(300)])
     first = start_worker_process(config, "crash", log)
@@ -47,7 +48,12 @@ def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path):
 
     second = start_worker_process(config, "crash", log)
     try:
-        records = client.wait_many(ids, timeout=180)
+        records = client.wait_many(ids, timeout=120)
+    except TimeoutError:
+        states = Counter(record.state for record in client.store.get_many(ids))
+        broker = client.store.redis.from_url(settings.broker_url)
+        queued, unacked = broker.llen("crash"), broker.hlen("unacked")
+        raise AssertionError(f"jobs left undone: {states}; in the queue {queued}, unacked {unacked}") from None
     finally:
         kill(second)
     assert {record.state for record in records.values()} == {"succeeded"}, log.read_text()[-3000:]
