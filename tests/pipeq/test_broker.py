@@ -1,25 +1,76 @@
-"""The Redis transport reuses one client per channel, and still works end to end."""
+"""The Redis transport: reliable fetch through in-flight lists, dead consumers' messages returned, one client."""
 
+import time
+
+import pytest
+import redis
 from kombu import Connection
 
-from pipeq.broker import Transport
+from pipeq.broker import REGISTRY, SOURCES, Transport
+
+QUEUE = "pipeq-broker-test"
 
 
-def test_a_channel_reuses_its_client_until_its_pool_changes(redis_url):
-    with Connection(f"{redis_url}/9", transport=Transport) as connection:
-        channel = connection.default_channel
-        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
-            assert first is second
-        channel._pool = None  # what a reconnection does
-        with channel.conn_or_acquire() as third:
-            assert third is not first
+@pytest.fixture
+def broker(redis_url):
+    url = f"{redis_url}/9"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    with Connection(url, transport=Transport, transport_options={"visibility_timeout": 5}) as connection:
+        yield connection, client
+    client.close()
 
 
-def test_messages_round_trip_through_the_transport(redis_url):
-    with Connection(f"{redis_url}/9", transport=Transport) as connection:
-        queue = connection.SimpleQueue("pipeq-broker-test")
-        queue.put({"hello": "world"})
-        message = queue.get(timeout=5)
-        assert message.payload == {"hello": "world"}
-        message.ack()
-        queue.close()
+def test_a_channel_reuses_its_client_until_its_pool_changes(broker):
+    connection, _ = broker
+    channel = connection.default_channel
+    with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+        assert first is second
+    channel._pool = None  # what a reconnection does
+    with channel.conn_or_acquire() as third:
+        assert third is not first
+
+
+def test_a_delivered_message_is_unacked_and_no_longer_in_flight(broker):
+    connection, client = broker
+    queue = connection.SimpleQueue(QUEUE)
+    queue.put({"hello": "world"})
+    message = queue.get(timeout=5)
+    assert message.payload == {"hello": "world"}
+    [inflight] = client.zrange(REGISTRY, 0, -1)
+    assert client.hget(SOURCES, inflight) == QUEUE.encode()
+    assert client.llen(inflight) == 0
+    assert client.hlen("unacked") == 1
+    message.ack()
+    assert client.hlen("unacked") == 0
+    queue.close()
+
+
+def test_messages_a_dead_consumer_had_in_flight_return_to_their_queue(broker):
+    connection, client = broker
+    queue = connection.SimpleQueue(QUEUE)
+    queue.put({"n": 1})
+    dead = f"{REGISTRY}.deadbeef.{QUEUE}"  # a consumer that took the message and was killed
+    assert client.lmove(QUEUE, dead, "RIGHT", "LEFT") is not None
+    client.zadd(REGISTRY, {dead: time.time() - 60})
+    client.hset(SOURCES, dead, QUEUE)
+    message = queue.get(timeout=5)  # this consumer's first heartbeat sweeps the dead one's list
+    assert message.payload == {"n": 1}
+    message.ack()
+    assert not client.exists(dead)
+    assert client.zscore(REGISTRY, dead) is None
+    assert client.hget(SOURCES, dead) is None
+    queue.close()
+
+
+def test_a_live_consumers_in_flight_list_is_left_alone(broker):
+    connection, client = broker
+    queue = connection.SimpleQueue(QUEUE)
+    live = f"{REGISTRY}.alive.{QUEUE}"
+    client.lpush(live, b"not yet recorded as unacked")
+    client.zadd(REGISTRY, {live: time.time()})
+    client.hset(SOURCES, live, QUEUE)
+    queue.put({"n": 2})
+    assert queue.get(timeout=5).payload == {"n": 2}
+    assert client.llen(live) == 1
+    queue.close()

@@ -35,13 +35,15 @@ def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             states = [r.state for r in client.store.get_many(ids)]
-            if "succeeded" in states:
+            if "succeeded" in states and "running" in states:
                 break
             time.sleep(0.02)
         kill(first)
         states = [r.state for r in client.store.get_many(ids)]
         assert states.count("succeeded") < len(ids), "the worker finished before it could be killed"
-        assert "queued" in states or "running" in states
+        broker = client.store.redis.from_url(settings.broker_url)
+        held = broker.hlen("unacked")
+        assert held > 0, "the killed worker held no job: nothing to redeliver"
     finally:
         if first.poll() is None:
             kill(first)
@@ -51,12 +53,9 @@ def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path):
         records = client.wait_many(ids, timeout=120)
     except TimeoutError:
         states = Counter(record.state for record in client.store.get_many(ids))
-        broker = client.store.redis.from_url(settings.broker_url)
         queued, unacked = broker.llen("crash"), broker.hlen("unacked")
         raise AssertionError(f"jobs left undone: {states}; in the queue {queued}, unacked {unacked}") from None
     finally:
         kill(second)
     assert {record.state for record in records.values()} == {"succeeded"}, log.read_text()[-3000:]
-    reruns = [record for record in records.values() if record.attempts > 1]
-    assert reruns, "no job was redelivered: the kill did not land mid-batch"
     assert all(record.worker and record.worker.startswith("pipeq-cpu@") for record in records.values())
