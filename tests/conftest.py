@@ -59,6 +59,8 @@ def make_settings(redis_url: str, s3_endpoint: str, models: dict[str, Path], db:
         ModelEntry(name=model_name(task), id=str(path), task=task, max_batch=16, flush_interval=0.05, batch_size=8)
         for task, path in models.items()
     ]
+    # A Hub model that is not in the cache: with HF_HUB_OFFLINE=1 it cannot be loaded.
+    entries.append(ModelEntry(name="not-cached", id="pipeq-tests/not-in-any-cache", task="text-classification"))
     overrides.setdefault("limits", Limits(max_media_bytes=MAX_MEDIA_BYTES))
     return Settings(
         broker_url=f"{redis_url}/{db}",

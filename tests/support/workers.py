@@ -31,12 +31,18 @@ def write_config(settings: Settings, path: Path) -> Path:
     return path
 
 
-def start_worker_process(config: Path, queues: str = "pipeq", log: Path | None = None) -> subprocess.Popen:
-    """``pipeq worker --device cpu`` in a subprocess reading ``config``."""
+def start_worker_process(
+    config: Path, queues: str = "pipeq", log: Path | None = None, plain_celery: bool = False
+) -> subprocess.Popen:
+    """``pipeq worker --device cpu`` (or plain ``celery -A worker.app worker``) in a subprocess reading ``config``."""
     env = dict(os.environ, PIPEQ_CONFIG=str(config))
     output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    if plain_celery:
+        command = ["-m", "celery", "-A", "worker.app", "worker", "-Q", queues, "-n", "plain@%h", "-l", "INFO"]
+    else:
+        command = ["-m", "pipeq.cli", "worker", "--device", "cpu", "--queues", queues, "--loglevel", "INFO"]
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeq.cli", "worker", "--device", "cpu", "--queues", queues, "--loglevel", "INFO"],
+        [sys.executable, *command],
         cwd=ROOT,
         env=env,
         stdout=output,

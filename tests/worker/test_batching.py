@@ -102,3 +102,10 @@ def test_a_message_that_is_not_a_job_is_failed_not_retried(client):
     record = client.wait("not-a-job-1", timeout=60)
     assert record.state == "failed"
     assert record.error.type == "InvalidJob"
+
+
+def test_a_model_that_cannot_be_loaded_fails_its_jobs_with_the_reason(client):
+    record = client.wait(client.submit(TEXT, "hello", model="not-cached"), timeout=60)
+    assert record.state == "failed"
+    assert record.error.type == "ModelUnavailable"
+    assert "pipeq-tests/not-in-any-cache" in record.error.message

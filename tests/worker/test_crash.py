@@ -48,7 +48,7 @@ def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path):
         if first.poll() is None:
             kill(first)
 
-    second = start_worker_process(config, "crash", log)
+    second = start_worker_process(config, "crash", log, plain_celery=True)  # `celery -A worker.app worker`
     try:
         records = client.wait_many(ids, timeout=120)
     except TimeoutError:
@@ -58,4 +58,5 @@ def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path):
     finally:
         kill(second)
     assert {record.state for record in records.values()} == {"succeeded"}, log.read_text()[-3000:]
-    assert all(record.worker and record.worker.startswith("pipeq-cpu@") for record in records.values())
+    workers = {record.worker.split("@")[0] for record in records.values()}
+    assert "plain" in workers  # the second worker, started as plain Celery, finished what the first left
