@@ -4,7 +4,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +23,43 @@ class Limits(BaseModel):
     max_media_bytes: PositiveInt = 200 * 1024 * 1024
     max_text_chars: PositiveInt = 200_000
     max_inline_bytes: PositiveInt = 256 * 1024
+
+
+class Webhooks(BaseModel):
+    """How results are pushed to callers' webhook URLs (signed, retried, SSRF-safe)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secret: SecretStr | None = Field(
+        default=None, description="HMAC key (Standard Webhooks: 'whsec_' + base64, or any string)"
+    )
+    queue: str = "pipeq.webhooks"
+    timeout: PositiveFloat = 10.0
+    max_attempts: PositiveInt = 8
+    backoff: PositiveFloat = Field(default=1.0, description="first retry delay in seconds, doubled each time")
+    max_backoff: PositiveFloat = 600.0
+    max_response_bytes: PositiveInt = 64 * 1024
+    max_redirects: int = 5
+    allow_private: bool = Field(
+        default=False, description="allow loopback, private and link-local targets (tests, trusted networks)"
+    )
+
+
+class IngestRule(BaseModel):
+    """Objects landing in ``bucket`` under ``prefix`` and ending in ``suffix`` become jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str
+    prefix: str = ""
+    suffix: str = ""
+    task: str
+    model: str | None = None
+    parameters: dict = {}
+    webhook: str | None = None
+
+    def matches(self, bucket: str, key: str) -> bool:
+        return bucket == self.bucket and key.startswith(self.prefix) and key.endswith(self.suffix)
 
 
 class Settings(BaseSettings):
@@ -45,6 +82,12 @@ class Settings(BaseSettings):
     )
     fetch_concurrency: PositiveInt = 8
     device: str = Field(default="cpu", description="device the worker runs pipelines on: cpu or cuda:N")
+    webhooks: Webhooks = Webhooks()
+    results_bucket: str | None = Field(default=None, description="bucket for results too large for Redis")
+    max_inline_result_bytes: PositiveInt = Field(
+        default=256 * 1024, description="results larger than this (as JSON) go to results_bucket"
+    )
+    ingest: list[IngestRule] = []
 
     @classmethod
     def settings_customise_sources(

@@ -52,6 +52,8 @@ class JobRecord(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: JsonValue = None
+    result_ref: str | None = None
+    """Where a result too large for Redis was written (``s3://bucket/<id>.json``); see pipeq.results."""
     error: JobError | None = None
     batch_size: int | None = None
     attempts: int = 0

@@ -9,6 +9,8 @@ from config.tasks import UnknownTask
 from pipeq.contract import InvalidJob, Job, make_input
 from pipeq.messaging import TASK_NAME, make_celery
 from pipeq.records import JobRecord, RecordStore
+from pipeq.results import ResultStorage
+from pipeq.storage import s3_client
 
 
 class UnknownJob(LookupError):
@@ -21,6 +23,9 @@ class Client:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
         self.store = RecordStore(self.settings.result_backend, self.settings.result_ttl)
+        self.results = ResultStorage(
+            s3_client(self.settings), self.settings.results_bucket, self.settings.max_inline_result_bytes
+        )
         self.celery = make_celery(self.settings)
 
     def make_job(
@@ -121,19 +126,19 @@ class Client:
         record = self.store.get(job_id)
         if record is None:
             raise UnknownJob(f"no job {job_id!r}: never submitted, or its record expired")
-        return record
+        return self.results.resolve(record)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Block until the job succeeds or fails and return its record; TimeoutError after ``timeout`` s."""
         return self.wait_many([job_id], timeout)[job_id]
 
     def wait_many(self, job_ids: Sequence[str], timeout: float | None = None) -> dict[str, JobRecord]:
-        """Block until every job is done; records by job id."""
+        """Block until every job is done; records by job id, results read back from object storage if offloaded."""
         ids = list(job_ids)
         missing = [job_id for job_id, record in zip(ids, self.store.get_many(ids), strict=True) if record is None]
         if missing:
             raise UnknownJob(f"no job(s) {', '.join(missing[:5])}: never submitted, or their records expired")
-        return self.store.wait(ids, timeout)
+        return {job_id: self.results.resolve(record) for job_id, record in self.store.wait(ids, timeout).items()}
 
     def close(self) -> None:
         self.store.redis.close()

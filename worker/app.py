@@ -8,6 +8,7 @@ from celery import Celery, Task
 
 from config.settings import Settings, load_settings
 from pipeq.messaging import TASK_NAME, make_celery
+from worker import webhooks
 from worker.consumer import EngineStep
 
 
@@ -22,6 +23,7 @@ def create_app(settings: Settings) -> Celery:
         """Never called by a worker: pipeq's Strategy hands jobs to the micro-batching engine instead."""
         raise RuntimeError("pipeq.infer runs inside a pipeq worker's micro-batching engine, not eagerly")
 
+    webhooks.register(app)
     return app
 
 

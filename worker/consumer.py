@@ -7,6 +7,7 @@ fail again on every redelivery.
 """
 
 import logging
+from functools import partial
 from typing import Any
 
 from celery import bootsteps
@@ -14,24 +15,29 @@ from celery import bootsteps
 from config.settings import Settings
 from pipeq.contract import InvalidJob, Job
 from pipeq.records import JobError, JobRecord, RecordStore, now
+from pipeq.results import ResultStorage
 from pipeq.storage import s3_client
 from worker.engine import Delivery, Engine
 from worker.media import MediaFetcher
 from worker.pipelines import PipelineCache
+from worker.webhooks import enqueue_deliveries
 
 log = logging.getLogger(__name__)
 
 
-def build_engine(settings: Settings, worker_name: str) -> Engine:
-    """An engine with its record store, media fetcher and pipeline cache built from ``settings``."""
+def build_engine(app: Any, worker_name: str) -> Engine:
+    """An engine with its record store, media fetcher, pipeline cache and result storage from the app's settings;
+    finished jobs that asked for a webhook get a delivery queued."""
+    settings: Settings = app.pipeq_settings
+    s3 = s3_client(settings, settings.fetch_concurrency)
     return Engine(
         settings,
         RecordStore(settings.result_backend, settings.result_ttl),
-        MediaFetcher(
-            s3_client(settings, settings.fetch_concurrency), settings.limits.max_media_bytes, settings.fetch_concurrency
-        ),
+        MediaFetcher(s3, settings.limits.max_media_bytes, settings.fetch_concurrency),
         PipelineCache(settings.device),
         worker_name,
+        results=ResultStorage(s3, settings.results_bucket, settings.max_inline_result_bytes),
+        on_final=partial(enqueue_deliveries, app),
     )
 
 
@@ -42,7 +48,7 @@ class EngineStep(bootsteps.StartStopStep):
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        parent.pipeq_engine = build_engine(parent.app.pipeq_settings, parent.hostname)
+        parent.pipeq_engine = build_engine(parent.app, parent.hostname)
 
     def start(self, parent: Any) -> None:
         parent.pipeq_engine.start()

@@ -26,6 +26,7 @@ from config.settings import Settings
 from config.tasks import task_spec
 from pipeq.contract import Job
 from pipeq.records import JobError, JobRecord, RecordStore, now
+from pipeq.results import ResultStorage
 from worker.batcher import MicroBatcher
 from worker.decoding import Decoded, decode
 from worker.errors import JobFailure
@@ -72,11 +73,16 @@ class Engine:
         fetcher: MediaFetcher,
         pipelines: PipelineCache,
         worker_name: str = "pipeq",
+        results: ResultStorage | None = None,
+        on_final: Callable[[list[Job]], None] = lambda jobs: None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.fetcher = fetcher
         self.pipelines = pipelines
+        self.results = results
+        self.on_final = on_final
+        """Called with the finished jobs that asked for a webhook, before their messages are acked."""
         self.worker_name = worker_name
         self.batcher: MicroBatcher[Delivery] = MicroBatcher(self._limits)
         self._prepared: SimpleQueue[PreparedBatch | None] = SimpleQueue()
@@ -177,9 +183,10 @@ class Engine:
             )
         written = self.store.write(running)
         fresh = [i for i, ok in enumerate(written) if ok]
-        for i, ok in enumerate(written):
-            if not ok:  # already final: a redelivery of a finished job
-                deliveries[i].ack()
+        finished = [i for i, ok in enumerate(written) if not ok]  # already final: redeliveries
+        self.on_final([jobs[i] for i in finished if jobs[i].webhook])  # in case the first run stopped short
+        for i in finished:
+            deliveries[i].ack()
         batch = PreparedBatch(entry, jobs[0].parameters, [deliveries[i] for i in fresh], [running[i] for i in fresh])
         if not fresh:
             return batch
@@ -223,7 +230,10 @@ class Engine:
                 final.append(
                     record.model_copy(update={"state": "succeeded", "result": outcome, "finished_at": finished})
                 )
+        if self.results is not None:
+            final = [self.results.offload(record) for record in final]
         self.store.write(final)
+        self.on_final([delivery.job for delivery in batch.deliveries if delivery.job.webhook])
         for delivery in batch.deliveries:
             delivery.ack()
 
