@@ -28,6 +28,8 @@ from tests.support.tiny_models import BUILDERS  # noqa: E402
 
 BUCKET = "media"
 MAX_MEDIA_BYTES = 2_000_000
+RESULTS_BUCKET = "results"
+MAX_INLINE_RESULT_BYTES = 20_000
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +64,8 @@ def make_settings(redis_url: str, s3_endpoint: str, models: dict[str, Path], db:
     # A Hub model that is not in the cache: with HF_HUB_OFFLINE=1 it cannot be loaded.
     entries.append(ModelEntry(name="not-cached", id="pipeq-tests/not-in-any-cache", task="text-classification"))
     overrides.setdefault("limits", Limits(max_media_bytes=MAX_MEDIA_BYTES))
+    overrides.setdefault("results_bucket", RESULTS_BUCKET)
+    overrides.setdefault("max_inline_result_bytes", MAX_INLINE_RESULT_BYTES)
     return Settings(
         broker_url=f"{redis_url}/{db}",
         result_backend=f"{redis_url}/{db + 1}",
@@ -80,7 +84,8 @@ def settings(redis_url: str, s3_endpoint: str, tiny_models: dict[str, Path]) -> 
 @pytest.fixture(scope="session")
 def s3(settings: Settings):
     client = s3_client(settings)
-    client.create_bucket(Bucket=BUCKET)
+    for bucket in (BUCKET, RESULTS_BUCKET):
+        client.create_bucket(Bucket=bucket)
     return client
 
 
@@ -97,7 +102,7 @@ def upload(s3):
 
 
 @pytest.fixture(scope="session")
-def worker(settings: Settings):
+def worker(settings: Settings, s3):
     """A real pipeq worker (Celery, solo pool, the micro-batching engine) running in a thread."""
     from celery.contrib.testing.worker import start_worker
 
