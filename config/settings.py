@@ -4,7 +4,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -13,6 +13,7 @@ from pydantic_settings import (
 )
 
 from config.catalogue import Catalogue, ModelEntry
+from config.tasks import task_spec
 
 
 class Limits(BaseModel):
@@ -57,6 +58,12 @@ class IngestRule(BaseModel):
     model: str | None = None
     parameters: dict = {}
     webhook: str | None = None
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        task_spec(task)
+        return task
 
     def matches(self, bucket: str, key: str) -> bool:
         return bucket == self.bucket and key.startswith(self.prefix) and key.endswith(self.suffix)
@@ -113,13 +120,15 @@ class Settings(BaseSettings):
     def broker_visibility_timeout(self) -> int:
         """How long the broker waits before redelivering an unacked job.
 
-        It must exceed the longest a job can sit unacked in a worker: its flush interval, the batch ahead of
-        it and its own batch. Unless set, it is twice the slowest model's ``expected_seconds`` plus margin.
+        It must exceed the longest a message can sit unacked in a worker: a job's flush interval, the batch
+        ahead of it and its own batch; a webhook delivery waiting for its retry. Unless set, it is twice the
+        slowest model's ``expected_seconds`` plus margin, and more than the longest webhook backoff.
         """
         if self.visibility_timeout:
             return self.visibility_timeout
         slowest = max((m.expected_seconds + m.flush_interval for m in self.models), default=60.0)
-        return max(300, int(2 * slowest) + 60)
+        retry_wait = self.webhooks.max_backoff + self.webhooks.timeout
+        return int(max(300, 2 * slowest + 60, retry_wait + 60))
 
 
 def load_settings(config: str | Path | None = None, **overrides: object) -> Settings:

@@ -66,3 +66,21 @@ def test_the_visibility_timeout_outlasts_the_slowest_batch():
     settings = Settings(models=[ModelEntry(name="slow", task="text-classification", expected_seconds=900)])
     assert settings.broker_visibility_timeout() > 900 * 2
     assert Settings(visibility_timeout=5).broker_visibility_timeout() == 5
+
+
+def test_the_visibility_timeout_outlasts_webhook_retry_waits():
+    from config import Webhooks
+
+    settings = Settings(webhooks=Webhooks(max_backoff=3600, timeout=30))
+    assert settings.broker_visibility_timeout() > 3600 + 30
+
+
+def test_ingest_rules_match_bucket_prefix_and_suffix():
+    from config import IngestRule
+
+    rule = IngestRule(bucket="media", prefix="calls/", suffix=".flac", task="automatic-speech-recognition")
+    assert rule.matches("media", "calls/2026/a.flac")
+    assert not rule.matches("media", "calls/a.wav")
+    assert not rule.matches("other", "calls/a.flac")
+    with pytest.raises(ValueError, match="unknown task"):
+        IngestRule(bucket="b", task="nonsense")
