@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", help="comma-separated queues (default: every catalogue queue)")
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--name", help="Celery node name (default pipeq-<device>@host)")
+
+    from producer.ingest import add_cli as add_ingest
+
+    add_ingest(commands)
     return parser
 
 
@@ -65,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
         run_worker(args.device, args.queues.split(",") if args.queues else None, args.loglevel, args.name)
         return 0
+    if args.command == "ingest":
+        from config.settings import load_settings
+        from producer.ingest import run_cli
+
+        return run_cli(args, load_settings())
 
     from producer import Client, InvalidJob, UnknownJob
 
