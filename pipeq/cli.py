@@ -1,4 +1,4 @@
-"""The ``pipeq`` command line: submit, status, wait (producers) and worker (device-pinned Celery worker)."""
+"""The ``pipeq`` command line: submit, status, wait, ingest (producers); worker, webhooks (workers)."""
 
 import argparse
 import json
@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", help="Celery node name (default pipeq-<device>@host)")
 
     from producer.ingest import add_cli as add_ingest
+    from worker.webhooks import add_cli as add_webhooks
 
     add_ingest(commands)
+    add_webhooks(commands)
     return parser
 
 
@@ -69,11 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
         run_worker(args.device, args.queues.split(",") if args.queues else None, args.loglevel, args.name)
         return 0
-    if args.command == "ingest":
+    if args.command in ("ingest", "webhooks"):
         from config.settings import load_settings
-        from producer.ingest import run_cli
+        from producer.ingest import run_cli as ingest
+        from worker.webhooks import run_cli as webhooks
 
-        return run_cli(args, load_settings())
+        return (ingest if args.command == "ingest" else webhooks)(args, load_settings())
 
     from producer import Client, InvalidJob, UnknownJob
 

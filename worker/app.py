@@ -18,7 +18,7 @@ def create_app(settings: Settings) -> Celery:
     app.pipeq_settings = settings
     app.steps["consumer"].add(EngineStep)
 
-    @app.task(name=TASK_NAME, bind=True, Strategy="worker.consumer:batching_strategy")
+    @app.task(name=TASK_NAME, bind=True, Strategy="worker.consumer:batching_strategy", shared=False)
     def infer(self: Task, job: dict) -> None:
         """Never called by a worker: pipeq's Strategy hands jobs to the micro-batching engine instead."""
         raise RuntimeError("pipeq.infer runs inside a pipeq worker's micro-batching engine, not eagerly")
