@@ -1,5 +1,6 @@
 """The model catalogue: the only models workers will load, and which queue serves each."""
 
+import re
 from typing import Literal
 
 from pydantic import (
@@ -15,6 +16,8 @@ from pydantic import (
 from config.tasks import task_spec
 
 DType = Literal["auto", "float32", "float16", "bfloat16"]
+Quantization = Literal["8bit", "4bit"]
+_MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
 
 
 class UnknownModel(ValueError):
@@ -38,6 +41,13 @@ class ModelEntry(BaseModel):
     default: bool = Field(default=False, description="serve jobs of this task that name no model")
     trust_remote_code: bool = False
     expected_seconds: PositiveFloat = Field(default=60.0, description="longest one micro-batch may take")
+    devices: list[int] | None = Field(
+        default=None, description="GPU indices within the worker's visible set; more than one shards the model"
+    )
+    max_memory: dict[str, str] | None = Field(
+        default=None, description='memory per device for device_map="auto", e.g. {"0": "20GiB", "cpu": "30GiB"}'
+    )
+    quantization: Quantization | None = Field(default=None, description="8bit or 4bit (bitsandbytes, CUDA only)")
 
     @model_validator(mode="before")
     @classmethod
@@ -54,6 +64,27 @@ class ModelEntry(BaseModel):
     def _known_task(cls, task: str) -> str:
         task_spec(task)
         return task
+
+    @field_validator("devices")
+    @classmethod
+    def _gpu_indices(cls, devices: list[int] | None) -> list[int] | None:
+        if devices is not None and (not devices or min(devices) < 0 or len(set(devices)) != len(devices)):
+            raise ValueError(f"devices must list distinct GPU indices (0, 1, ...), not {devices}")
+        return devices
+
+    @field_validator("max_memory")
+    @classmethod
+    def _memory_per_device(cls, max_memory: dict[str, str] | None) -> dict[str, str] | None:
+        for device, size in (max_memory or {}).items():
+            if not (device.isdigit() or device == "cpu"):
+                raise ValueError(f"max_memory keys are GPU indices or 'cpu', not {device!r}")
+            if not _MEMORY_SIZE.match(size):
+                raise ValueError(f"max_memory[{device!r}] must be a size such as '20GiB' or '500MB', not {size!r}")
+        return max_memory
+
+    def sharded(self) -> bool:
+        """Whether the model is placed by accelerate (``device_map="auto"``) rather than on one device."""
+        return self.max_memory is not None or (self.devices is not None and len(self.devices) > 1)
 
 
 class Catalogue:

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         default=None, description="seconds before the broker redelivers an unacked job (default: from models)"
     )
     fetch_concurrency: PositiveInt = 8
+    pipeline_cache_bytes: PositiveInt | None = Field(
+        default=None, description="bytes of models a worker keeps loaded; least recently used leave first"
+    )
     device: str = Field(default="cpu", description="device the worker runs pipelines on: cpu or cuda:N")
     webhooks: Webhooks = Webhooks()
     results_bucket: str | None = Field(default=None, description="bucket for results too large for Redis")

@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("job_id")
     wait.add_argument("--timeout", type=float, default=None)
 
-    worker = commands.add_parser("worker", help="run a Celery worker pinned to one device")
-    worker.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    worker = commands.add_parser("worker", help="run a Celery worker pinned to one device (or one per device)")
+    where = worker.add_mutually_exclusive_group()
+    where.add_argument("--device", default="cpu", help="cpu, cuda:N, or cuda:N,M (one worker seeing GPUs N and M)")
+    where.add_argument("--devices", help="one worker process per device: all (every GPU), cpu, or GPU indices 0,1")
     worker.add_argument("--queues", help="comma-separated queues (default: every catalogue queue)")
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--name", help="Celery node name (default pipeq-<device>@host)")
@@ -67,10 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "worker":
-        from worker.launcher import run_worker
-
-        run_worker(args.device, args.queues.split(",") if args.queues else None, args.loglevel, args.name)
-        return 0
+        return _worker(args)
     if args.command in ("ingest", "webhooks"):
         from config.settings import load_settings
         from producer.ingest import run_cli as ingest
@@ -107,6 +106,22 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     _print_record(record)
     return 0 if record.state != "failed" else 1
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """``pipeq worker``: this process pinned to ``--device``, or one child per device of ``--devices``."""
+    from worker.launcher import parse_devices, run_worker, run_workers
+
+    queues = args.queues.split(",") if args.queues else None
+    if args.devices is None:
+        run_worker(args.device, queues, args.loglevel, args.name)
+        return 0
+    try:
+        devices = parse_devices(args.devices)
+    except ValueError as exc:
+        print(f"pipeq: {exc}", file=sys.stderr)
+        return 2
+    return run_workers(devices, queues, args.loglevel, args.name)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import numpy as np
 from config.tasks import TaskSpec
 from worker.decoding import Decoded
 from worker.errors import PipelineError
+from worker.memory import free_accelerator_memory, is_out_of_memory, out_of_memory_message
 
 SIMILAR = 0.75
 """Smallest item size in a run, relative to the run's largest: at most a quarter of a run is padding."""
@@ -35,9 +36,15 @@ def run_group(pipe: Any, spec: TaskSpec, params: dict, batch_size: int, items: S
                 return
             outputs = pipe(inputs, batch_size=min(batch_size, len(inputs)), **params)
         except Exception as exc:
+            oom = is_out_of_memory(exc)
             if len(indices) == 1:
-                results[indices[0]] = PipelineError(f"{type(exc).__name__}: {exc}")
+                message = out_of_memory_message(pipe, exc) if oom else f"{type(exc).__name__}: {exc}"
+                results[indices[0]] = PipelineError(message)
                 return
+            outputs = None  # split below, once the failed call's frames (and the tensors they hold) are released
+        if outputs is None:
+            if oom:
+                free_accelerator_memory()
             middle = len(indices) // 2
             run(indices[:middle])
             run(indices[middle:])

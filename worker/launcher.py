@@ -1,11 +1,25 @@
-"""``pipeq worker``: one Celery worker process pinned to one device.
+"""``pipeq worker``: Celery worker processes, each pinned to one device.
 
 The device is fixed before torch is imported: ``cuda:N`` exposes only GPU N to the process
-(``CUDA_VISIBLE_DEVICES=N``, seen inside as ``cuda:0``); ``cpu`` hides every GPU.
+(``CUDA_VISIBLE_DEVICES=N``, seen inside as ``cuda:0``); ``cuda:N,M`` exposes GPUs N and M (as ``cuda:0`` and
+``cuda:1``, for models spread over several); ``cpu`` hides every GPU.
+
+``pipeq worker --devices all|0,1|cpu`` runs one such worker per device as child processes and stops them
+together: SIGTERM or SIGINT to the parent reaches every child; a child that dies stops the others.
 """
 
 import os
+import re
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+_GPU_LIST = re.compile(r"^\d+(,\d+)*$")
+STOP_TIMEOUT = 120.0
+"""Seconds the children get to finish their batches after a stop before they are killed."""
 
 
 def pin_device(device: str, environ: dict[str, str] | None = None) -> str:
@@ -14,10 +28,111 @@ def pin_device(device: str, environ: dict[str, str] | None = None) -> str:
     if device == "cpu":
         environ["CUDA_VISIBLE_DEVICES"] = ""
         return "cpu"
-    if device.startswith("cuda:") and device[5:].isdigit():
+    if device.startswith("cuda:") and _GPU_LIST.match(device[5:]):
         environ["CUDA_VISIBLE_DEVICES"] = device[5:]
         return "cuda:0"
     raise ValueError(f"device {device!r} must be cpu or cuda:N (N a GPU index)")
+
+
+def gpu_indices(environ: Mapping[str, str] | None = None) -> list[int]:
+    """The GPUs this machine offers, found without importing torch (CUDA_VISIBLE_DEVICES, nvidia-smi, /proc)."""
+    environ = os.environ if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and (visible == "" or _GPU_LIST.match(visible)):
+        return [int(index) for index in visible.split(",") if index]
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True)
+        return list(range(sum(line.startswith("GPU ") for line in listing.stdout.splitlines())))
+    except (OSError, subprocess.SubprocessError):
+        gpus = Path("/proc/driver/nvidia/gpus")
+        return list(range(len(list(gpus.iterdir())))) if gpus.is_dir() else []
+
+
+def parse_devices(text: str, gpus: list[int] | None = None) -> list[str]:
+    """The devices ``--devices`` names: ``all`` (every GPU, else cpu), ``cpu``, or GPU indices ``0,1``."""
+    text = text.strip()
+    if text == "cpu":
+        return ["cpu"]
+    if text == "all":
+        gpus = gpu_indices() if gpus is None else gpus
+        if not gpus:
+            print(
+                "pipeq: --devices all found no GPU (nvidia-smi, /proc/driver/nvidia): one worker on cpu",
+                file=sys.stderr,
+            )
+            return ["cpu"]
+        return [f"cuda:{index}" for index in gpus]
+    indices = [part.strip().removeprefix("cuda:") for part in text.split(",")]
+    if not all(index.isdigit() for index in indices):
+        raise ValueError(f"--devices takes all, cpu or GPU indices such as 0,1; not {text!r}")
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"--devices names a GPU twice: {text!r}")
+    return [f"cuda:{int(index)}" for index in indices]
+
+
+def child_command(
+    device: str,
+    queues: list[str] | None,
+    loglevel: str,
+    name: str | None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of the ``pipeq worker --device`` child serving ``device``."""
+    env = dict(os.environ if environ is None else environ)
+    pin_device(device, env)  # the child would do it too: no GPU is ever seen before the pin
+    command = [sys.executable, "-m", "pipeq.cli", "worker", "--device", device, "--loglevel", loglevel]
+    if queues:
+        command += ["--queues", ",".join(queues)]
+    if name:
+        base, at, host = name.partition("@")
+        command += ["--name", f"{base}-{device.replace(':', '')}{at}{host}"]
+    return command, env
+
+
+def run_workers(devices: list[str], queues: list[str] | None, loglevel: str = "INFO", name: str | None = None) -> int:
+    """Run one worker child per device until a signal stops them all or one dies; the exit status."""
+    return supervise([child_command(device, queues, loglevel, name) for device in devices], devices)
+
+
+def supervise(commands: list[tuple[list[str], dict[str, str]]], labels: list[str]) -> int:
+    """Start ``commands``; on SIGTERM/SIGINT stop them all (0); when one exits, stop the others (non-zero)."""
+    stop_requested: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _: stop_requested.append(signum)) for sig in _STOP_SIGNALS}
+    children: list[subprocess.Popen] = []
+    dead = None
+    try:
+        for (command, env), label in zip(commands, labels, strict=True):
+            # Own process group: a terminal's Ctrl-C reaches the parent only, which forwards one SIGTERM.
+            children.append(subprocess.Popen(command, env=env, process_group=0))
+            print(f"pipeq: worker pid {children[-1].pid} on {label}", file=sys.stderr, flush=True)
+        while not stop_requested and dead is None:
+            time.sleep(0.2)
+            dead = next((child for child in children if child.poll() is not None), None)
+    finally:
+        _stop(children)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if dead is None:
+        return 0 if all(child.returncode in (0, -signal.SIGTERM) for child in children) else 1
+    print(f"pipeq: worker pid {dead.pid} exited with {dead.returncode}; stopped the others", file=sys.stderr)
+    return dead.returncode if dead.returncode and dead.returncode > 0 else 1
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _stop(children: list[subprocess.Popen]) -> None:
+    """SIGTERM (Celery's warm shutdown) to every live child, then wait; kill those still there after the timeout."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def run_worker(device: str, queues: list[str] | None, loglevel: str = "INFO", name: str | None = None) -> None:

@@ -1,0 +1,96 @@
+"""Out-of-memory failures: recognised, memory given back, and a micro-batch split until its inputs fit."""
+
+import pytest
+import torch
+
+from config.tasks import TASKS
+from worker.decoding import Decoded
+from worker.errors import PipelineError
+from worker.inference import run_group
+from worker.memory import free_accelerator_memory, is_out_of_memory, out_of_memory_message, pipeline_bytes
+
+SPEC = TASKS["zero-shot-classification"]
+
+
+class TightPipeline:
+    """Upper-cases its inputs, but runs out of memory on more than ``fits`` items or on any item 'huge'."""
+
+    tokenizer = None
+    device = torch.device("cuda:0")
+
+    def __init__(self, fits: int) -> None:
+        self.fits = fits
+        self.calls: list[int] = []
+
+    def __call__(self, inputs: list[str] | str, batch_size: int = 1, **params) -> list[dict] | dict:
+        if isinstance(inputs, str):
+            return self([inputs])[0]
+        self.calls.append(len(inputs))
+        if len(inputs) > self.fits or "huge" in inputs:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [{"text": text.upper()} for text in inputs]
+
+
+def items(*texts: str) -> list[Decoded]:
+    return [Decoded(text, 1.0) for text in texts]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"),
+        RuntimeError("CUDA error: out of memory"),
+        MemoryError(),
+    ],
+)
+def test_out_of_memory_is_recognised(exc):
+    assert is_out_of_memory(exc)
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("shape mismatch"), ValueError("out of memory"), KeyError("x")])
+def test_other_failures_are_not_out_of_memory(exc):
+    assert not is_out_of_memory(exc)
+
+
+def test_freeing_memory_works_without_a_gpu():
+    free_accelerator_memory()
+
+
+def test_the_message_names_the_device_and_the_original_error():
+    message = out_of_memory_message(TightPipeline(1), torch.OutOfMemoryError("CUDA out of memory"))
+    assert message == (
+        "out of memory: this input is too large for cuda:0 even alone (OutOfMemoryError: CUDA out of memory)"
+    )
+
+
+def test_a_pipeline_weighs_its_parameters_and_buffers():
+    class Pipe:
+        model = torch.nn.BatchNorm1d(4)  # 2 x 4 float32 parameters; 2 x 4 float32 + 1 int64 buffers
+
+    assert pipeline_bytes(Pipe()) == 4 * 4 * 4 + 8
+    assert pipeline_bytes(object()) == 0
+
+
+def test_a_batch_too_large_for_memory_is_split_until_every_item_succeeds():
+    pipe = TightPipeline(fits=2)
+    texts = ["a", "b", "c", "d", "e", "f", "g"]
+    results = run_group(pipe, SPEC, {}, 8, items(*texts))
+    assert results == [{"text": text.upper()} for text in texts]
+    assert max(size for size in pipe.calls if size <= 2) == 2 and pipe.calls[0] == 7
+
+
+def test_an_input_too_large_even_alone_fails_alone_saying_so():
+    pipe = TightPipeline(fits=4)
+    results = run_group(pipe, SPEC, {}, 8, items("a", "huge", "b", "c"))
+    assert [r["text"] for i, r in enumerate(results) if i != 1] == ["A", "B", "C"]
+    assert isinstance(results[1], PipelineError)
+    assert str(results[1]).startswith("out of memory: this input is too large for cuda:0 even alone (")
+    assert "CUDA out of memory" in str(results[1])
+
+
+def test_memory_is_freed_before_the_halves_are_retried(monkeypatch):
+    freed: list[int] = []
+    pipe = TightPipeline(fits=2)
+    monkeypatch.setattr("worker.inference.free_accelerator_memory", lambda: freed.append(len(pipe.calls)))
+    run_group(pipe, SPEC, {}, 8, items("a", "b", "c", "d"))
+    assert freed and freed[0] == 1  # right after the first, failed call
