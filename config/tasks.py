@@ -3,6 +3,22 @@
 The parameter names mirror the keyword arguments of the pipeline classes' ``_sanitize_parameters`` in the
 pinned transformers version (``tests/config/test_tasks.py`` checks that they still exist there). Only
 parameters whose values travel as JSON are listed: ``return_tensors`` and the like are left out on purpose.
+A few are arguments of the pipeline's ``__call__`` (``candidate_labels``; ``question`` and ``word_boxes`` of
+document-question-answering) or go through its ``**kwargs`` to ``generate`` (``max_new_tokens``, ``do_sample``,
+``top_p``, ``temperature``, ... of text-generation).
+
+Inputs per task:
+
+* text tasks take text (inline or an ``s3://`` UTF-8 object); text-classification also takes
+  ``{"text": ..., "text_pair": ...}``.
+* text-generation takes a prompt as text, or a chat as the dict input ``{"messages": [{"role": "system" |
+  "user" | "assistant", "content": "..."}, ...]}``; the model's chat template formats it and the result's
+  ``generated_text`` is the chat with the assistant's reply appended (``return_full_text=false``: the reply
+  alone).
+* audio and image tasks take the media (an ``s3://`` object or inline bytes); what else a call needs travels as
+  parameters: ``candidate_labels`` for zero-shot-image-classification, ``question`` (and optionally
+  ``word_boxes``, ``[[word, [x0, y0, x1, y1]], ...]`` with boxes scaled to 0-1000, instead of Tesseract OCR)
+  for document-question-answering.
 """
 
 from dataclasses import dataclass
@@ -40,6 +56,21 @@ class TaskSpec:
 
 
 _TOKENIZER = frozenset({"truncation", "padding", "max_length"})
+GENERATE_KWARGS = frozenset(
+    {
+        "max_new_tokens",
+        "min_new_tokens",
+        "do_sample",
+        "top_p",
+        "top_k",
+        "temperature",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+        "num_beams",
+        "num_return_sequences",
+    }
+)
+"""Generation options text-generation passes on to ``model.generate`` through its ``**kwargs``."""
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
@@ -72,6 +103,58 @@ TASKS: dict[str, TaskSpec] = {
             ),
         ),
         TaskSpec("image-classification", "image", frozenset({"top_k", "function_to_apply"})),
+        TaskSpec("token-classification", "text", frozenset({"ignore_labels", "aggregation_strategy", "stride"})),
+        TaskSpec("fill-mask", "text", frozenset({"top_k", "targets", "tokenizer_kwargs"})),
+        TaskSpec(
+            "text-generation",
+            "text",
+            frozenset(
+                {
+                    "return_full_text",
+                    "clean_up_tokenization_spaces",
+                    "prefix",
+                    "handle_long_generation",
+                    "stop_sequence",
+                    "truncation",
+                    "max_length",
+                    "continue_final_message",
+                    "skip_special_tokens",
+                    "tokenizer_encode_kwargs",
+                    "tools",
+                    "documents",
+                }
+            )
+            | GENERATE_KWARGS,
+            dict_input_keys=frozenset({"messages"}),
+        ),
+        TaskSpec("audio-classification", "audio", frozenset({"top_k", "function_to_apply"})),
+        TaskSpec(
+            "zero-shot-image-classification",
+            "image",
+            frozenset({"candidate_labels", "hypothesis_template", "tokenizer_kwargs"}),
+            required=frozenset({"candidate_labels"}),
+        ),
+        TaskSpec("object-detection", "image", frozenset({"threshold"})),
+        TaskSpec(
+            "document-question-answering",
+            "image",
+            frozenset(
+                {
+                    "question",
+                    "word_boxes",
+                    "padding",
+                    "doc_stride",
+                    "max_question_len",
+                    "lang",
+                    "tesseract_config",
+                    "max_answer_len",
+                    "max_seq_len",
+                    "top_k",
+                    "handle_impossible_answer",
+                }
+            ),
+            required=frozenset({"question"}),
+        ),
     )
 }
 

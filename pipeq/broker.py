@@ -14,11 +14,16 @@ Priorities are not used by pipeq, so every message of a queue lives in one list 
 **One client per channel.** Stock kombu builds a new ``redis.Redis`` for every publish, delivery bookkeeping
 and ack, which costs more than the command itself at pipeq's rates. The client is thread-safe and draws
 connections from the channel's pool, so one serves them all; it is rebuilt when the pool is replaced.
+
+**Keep-alive.** kombu redelivers an unacked message once its delivery time in ``unacked_index`` is older than
+the visibility timeout, even when the worker holding it is alive and merely busy. :meth:`QoS.touch` moves a
+held message's delivery time to now, so a worker that touches what it holds every fraction of the timeout
+keeps its jobs however long they wait or run.
 """
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -55,9 +60,27 @@ return moved
 """
 
 
-class Channel(kombu_redis.Channel):
-    """A Redis channel with reliable fetch and a reused client (see the module docstring)."""
+class QoS(kombu_redis.QoS):
+    """kombu's Redis ack emulation, with :meth:`touch` to keep held messages from being redelivered."""
 
+    def touch(self, delivery_tags: Iterable[str]) -> int:
+        """Set the delivery time of these unacked messages to now; returns how many were still unacked.
+
+        ``ZADD XX`` only updates: a message already acked, or already restored, stays gone.
+        """
+        tags = list(delivery_tags)
+        if not tags:
+            return 0
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, dict.fromkeys(tags, time.time()), xx=True, ch=True)
+            [changed] = pipe.execute()
+        return int(changed)
+
+
+class Channel(kombu_redis.Channel):
+    """A Redis channel with reliable fetch, a reused client and touchable messages (see the module docstring)."""
+
+    QoS = QoS
     priority_steps = [0]  # noqa: RUF012 (kombu's own class attribute)
     _reused_client: Any = None
 

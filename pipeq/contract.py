@@ -6,6 +6,8 @@ On the wire a job is JSON (never pickle). Its input is exactly one of:
 * ``{"kind": "s3", "uri": "s3://bucket/key", "version_id": null}``   an object in object storage
 * ``{"kind": "inline", "data": "<base64>"}``              small media bytes inline
 * ``{"kind": "dict", "value": {...}}``                    several inputs for one call (e.g. text + text_pair)
+
+A chat for text-generation is the dict input ``{"messages": [{"role": "user", "content": "..."}, ...]}``.
 """
 
 import re
@@ -138,7 +140,22 @@ class Job(_Frozen):
                     f"dict input key(s) {', '.join(extra)} not accepted by {self.task}; "
                     f"accepted: {', '.join(sorted(allowed))}"
                 )
+            if "messages" in allowed:
+                _check_chat(item.value, limits)
         return self
+
+
+def _check_chat(value: dict, limits: Limits) -> None:
+    """A chat input is ``{"messages": [{"role": str, "content": ...}, ...]}`` within the text limit."""
+    messages = value.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidJob('a chat input is {"messages": [{"role": ..., "content": ...}, ...]}, at least one message')
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
+            raise InvalidJob(f"each chat message needs a role (string) and a content, not {message!r}")
+    size = sum(len(str(message["content"])) for message in messages)
+    if size > limits.max_text_chars:
+        raise InvalidJob(f"chat of {size} characters exceeds the limit of {limits.max_text_chars}")
 
 
 def make_input(value: Any) -> TextInput | ObjectInput | InlineInput | DictInput:

@@ -2,11 +2,13 @@
 
 Celery calls a task's Strategy for every message it receives. pipeq's strategy validates the job and puts it
 in the engine's micro-batcher instead of running it in the pool; the message stays unacked until the job's
-record is stored (late ack). Messages that are not valid jobs fail their job record and are acked: they would
+record is stored (late ack), and the engine keeps touching it meanwhile so the broker does not redeliver it
+however long the job waits. Messages that are not valid jobs fail their job record and are acked: they would
 fail again on every redelivery.
 """
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -19,7 +21,7 @@ from pipeq.results import ResultStorage
 from pipeq.storage import s3_client
 from worker.engine import Delivery, Engine
 from worker.media import MediaFetcher
-from worker.pipelines import PipelineCache
+from worker.pipelines import PipelineCache, check_can_load
 from worker.webhooks import enqueue_deliveries
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ def build_engine(app: Any, worker_name: str) -> Engine:
         settings,
         RecordStore(settings.result_backend, settings.result_ttl),
         MediaFetcher(s3, settings.limits.max_media_bytes, settings.fetch_concurrency),
-        PipelineCache(settings.device),
+        PipelineCache(settings.device, settings.pipeline_cache_bytes),
         worker_name,
         results=ResultStorage(s3, settings.results_bucket, settings.max_inline_result_bytes),
         on_final=partial(enqueue_deliveries, app),
@@ -51,6 +53,9 @@ class EngineStep(bootsteps.StartStopStep):
         parent.pipeq_engine = build_engine(parent.app, parent.hostname)
 
     def start(self, parent: Any) -> None:
+        settings: Settings = parent.app.pipeq_settings
+        queues = [queue.name for queue in parent.task_consumer.queues]
+        check_can_load(settings.catalogue.for_queues(queues), settings.device)  # refuse to start, saying why
         parent.pipeq_engine.start()
 
     def shutdown(self, parent: Any) -> None:
@@ -85,9 +90,23 @@ def batching_strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Any:
             return
         if entry.name != job.model:
             job = job.model_copy(update={"model": entry.name})
-        consumer.pipeq_engine.submit(Delivery(job, settle, requeue))
+        consumer.pipeq_engine.submit(Delivery(job, settle, requeue, _toucher(message)))
 
     return on_message
+
+
+def _toucher(message: Any) -> Callable[[], None]:
+    """Keeps ``message`` from being redelivered while its job waits or runs (a no-op off pipeq's transport)."""
+    channel = getattr(message, "channel", None)
+    touch = getattr(getattr(channel, "qos", None), "touch", None)
+    if touch is None:
+        return _no_touch
+    tag = message.delivery_tag
+    return lambda: touch([tag])
+
+
+def _no_touch() -> None:
+    return None
 
 
 def _fail_unreadable(store: RecordStore, message: Any, exc: Exception) -> None:

@@ -1,12 +1,15 @@
 """Per modality: how fetched values become pipeline inputs, and how big each one is.
 
 Sizes (characters, audio seconds, pixels) order the items of a micro-batch so that padding stays small.
+Fetched values are bytes, or for large objects a temporary file (see worker.media); audio is decoded from
+either frame by frame, so only the decoded samples are held whole.
 """
 
 import io
+import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import av
 import numpy as np
@@ -25,11 +28,17 @@ class Decoded:
     size: float
 
 
-def decode(spec: TaskSpec, raw: str | bytes | dict, limits: Limits, sampling_rate: int | None = None) -> Decoded:
+Media = bytes | IO[bytes]
+"""Encoded media: bytes, or a readable binary file (a spooled object)."""
+
+
+def decode(spec: TaskSpec, raw: str | Media | dict, limits: Limits, sampling_rate: int | None = None) -> Decoded:
     """The pipeline input for ``raw`` under task ``spec``; raises a JobFailure saying what is wrong."""
     if isinstance(raw, dict):
         if not spec.dict_input_keys:
             raise WrongInputKind(f"{spec.name} takes no dict input")
+        if "messages" in spec.dict_input_keys:
+            return decode_chat(raw, limits)
         return Decoded(raw, float(sum(len(str(v)) for v in raw.values())))
     if spec.modality == "text":
         text = _text(raw, limits)
@@ -44,7 +53,23 @@ def decode(spec: TaskSpec, raw: str | bytes | dict, limits: Limits, sampling_rat
     return Decoded(image, float(image.width * image.height))
 
 
-def _text(raw: str | bytes, limits: Limits) -> str:
+def decode_chat(raw: dict, limits: Limits) -> Decoded:
+    """A chat ``{"messages": [{"role": ..., "content": ...}, ...]}`` as the list of messages pipelines take."""
+    messages = raw.get("messages")
+    if set(raw) != {"messages"} or not isinstance(messages, list) or not messages:
+        raise WrongInputKind('a chat input is {"messages": [{"role": ..., "content": ...}, ...]}, at least one message')
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
+            raise WrongInputKind(f"each chat message needs a role (string) and a content, not {message!r}")
+    size = sum(len(str(message["content"])) for message in messages)
+    if size > limits.max_text_chars:
+        raise UnreadableMedia(f"chat of {size} characters exceeds the limit of {limits.max_text_chars}")
+    return Decoded([dict(message) for message in messages], float(size))
+
+
+def _text(raw: str | Media, limits: Limits) -> str:
+    if not isinstance(raw, str | bytes):
+        raw = raw.read(4 * limits.max_text_chars + 1)  # UTF-8: at most 4 bytes a character
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -55,11 +80,16 @@ def _text(raw: str | bytes, limits: Limits) -> str:
     return raw
 
 
-def decode_audio(data: bytes, sampling_rate: int) -> np.ndarray:
-    """Mono float32 samples at ``sampling_rate`` from any container PyAV reads (wav, flac, mp3, ogg, ...)."""
+def decode_audio(data: Media | str | os.PathLike, sampling_rate: int) -> np.ndarray:
+    """Mono float32 samples at ``sampling_rate`` from any container PyAV reads (wav, flac, mp3, ogg, ...).
+
+    ``data`` is bytes, a binary file or a path. PyAV reads files in small pieces and the samples are
+    collected per frame, so the peak memory is about twice the decoded samples, whatever the file's size.
+    """
     chunks: list[np.ndarray] = []
+    source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
+        with av.open(source, mode="r") as container:
             if not container.streams.audio:
                 raise UnreadableMedia("unreadable audio: the file has no audio stream")
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate)
@@ -73,12 +103,12 @@ def decode_audio(data: bytes, sampling_rate: int) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """An RGB image from bytes Pillow reads; fully loaded so corrupt files fail here."""
+def decode_image(data: Media) -> Image.Image:
+    """An RGB image from bytes or a binary file Pillow reads; fully loaded so corrupt files fail here."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
             image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise UnreadableMedia(f"unreadable image: {exc}") from None

@@ -6,6 +6,9 @@ The Celery consumer hands each received job to :meth:`Engine.submit`. Two thread
   running, loads the model if needed, fetches media in parallel and decodes it;
 * *model*: runs the prepared batch through the pipeline, writes every job's record, then acks the messages.
 
+A third thread, *keep-alive*, touches every message the engine holds (waiting, prepared or running) four times
+per visibility timeout, so the broker never redelivers a job that is merely slow or waiting its turn.
+
 The prepare thread works on batch N+1 while the model thread runs batch N. Jobs wait for company (up to
 their model's ``flush_interval``) only while the model is busy: an idle model takes whatever is waiting.
 
@@ -31,7 +34,7 @@ from worker.batcher import MicroBatcher
 from worker.decoding import Decoded, decode
 from worker.errors import JobFailure
 from worker.inference import run_group
-from worker.media import MediaFetcher
+from worker.media import MediaFetcher, release
 from worker.pipelines import PipelineCache
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ class Delivery:
     job: Job
     ack: Callable[[], None]
     requeue: Callable[[], None]
+    touch: Callable[[], None] = lambda: None
+    """Tells the broker the message is still being worked on (restarts its visibility timeout)."""
 
 
 @dataclass
@@ -90,19 +95,41 @@ class Engine:
         self._stopping = threading.Event()
         self._model_idle = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._held: dict[int, Delivery] = {}  # id -> every delivery not yet acked or requeued
+        self._held_lock = threading.Lock()
 
     # -- the consumer side -------------------------------------------------------------------------------
 
     def submit(self, delivery: Delivery) -> None:
         """Queue a received job for its micro-batch."""
+        with self._held_lock:
+            self._held[id(delivery)] = delivery
         self.batcher.put(group_key(delivery.job), delivery)
 
+    def touch_held(self) -> None:
+        """Touch every delivery not yet settled, so none reaches the broker's visibility timeout."""
+        with self._held_lock:
+            held = list(self._held.values())
+        failed = 0
+        for delivery in held:
+            try:
+                delivery.touch()
+            except Exception:
+                failed += 1
+        if failed:
+            log.warning("could not extend the visibility of %d of %d held job(s)", failed, len(held))
+
     def start(self) -> None:
-        """Start the prepare and model threads (idempotent)."""
+        """Start the prepare, model and keep-alive threads (idempotent)."""
         if self._threads:
             return
         self._stopping.clear()
-        for target, name in ((self._prepare_loop, "pipeq-prepare"), (self._model_loop, "pipeq-model")):
+        loops = (
+            (self._prepare_loop, "pipeq-prepare"),
+            (self._model_loop, "pipeq-model"),
+            (self._keepalive_loop, "pipeq-keepalive"),
+        )
+        for target, name in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -110,9 +137,7 @@ class Engine:
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the batch in hand and stop; jobs still waiting stay unacked, so the broker redelivers them."""
         self._stopping.set()
-        left = self.batcher.close()
-        for delivery in left:
-            delivery.requeue()
+        self._requeue(self.batcher.close())
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
@@ -135,11 +160,16 @@ class Engine:
                 prepared = self.prepare(deliveries)
             except Exception:
                 log.exception("preparing a batch of %d job(s) failed; requeueing them", len(deliveries))
-                _requeue(deliveries)
+                self._requeue(deliveries)
                 self._slot.release()
                 continue
             self._prepared.put(prepared)
         self._prepared.put(None)
+
+    def _keepalive_loop(self) -> None:
+        interval = self.settings.broker_visibility_timeout() / 4
+        while not self._stopping.wait(interval):
+            self.touch_held()
 
     def _model_loop(self) -> None:
         while (prepared := self._next_prepared()) is not None:
@@ -148,7 +178,7 @@ class Engine:
                 self.run(prepared)
             except Exception:
                 log.exception("running a batch of %d job(s) failed; requeueing them", len(prepared.deliveries))
-                _requeue(prepared.deliveries)
+                self._requeue(prepared.deliveries)
 
     def _next_prepared(self) -> PreparedBatch | None:
         """The next prepared batch; while none is there the model is idle, so waiting jobs need not wait."""
@@ -185,8 +215,7 @@ class Engine:
         fresh = [i for i, ok in enumerate(written) if ok]
         finished = [i for i, ok in enumerate(written) if not ok]  # already final: redeliveries
         self.on_final([jobs[i] for i in finished if jobs[i].webhook])  # in case the first run stopped short
-        for i in finished:
-            deliveries[i].ack()
+        self._ack([deliveries[i] for i in finished])
         batch = PreparedBatch(entry, jobs[0].parameters, [deliveries[i] for i in fresh], [running[i] for i in fresh])
         if not fresh:
             return batch
@@ -198,13 +227,17 @@ class Engine:
         spec = task_spec(entry.task)
         rate = getattr(getattr(batch.pipe, "feature_extractor", None), "sampling_rate", None)
         raws = self.fetcher.fetch_many([d.job.input for d in batch.deliveries])
-        for raw in raws:
-            try:
-                batch.inputs.append(
-                    raw if isinstance(raw, JobFailure) else decode(spec, raw, self.settings.limits, rate)
-                )
-            except JobFailure as failure:
-                batch.inputs.append(failure)
+        try:
+            for raw in raws:
+                try:
+                    batch.inputs.append(
+                        raw if isinstance(raw, JobFailure) else decode(spec, raw, self.settings.limits, rate)
+                    )
+                except JobFailure as failure:
+                    batch.inputs.append(failure)
+        finally:
+            for raw in raws:
+                release(raw)  # spooled objects' temporary files
         return batch
 
     def run(self, batch: PreparedBatch) -> None:
@@ -234,13 +267,25 @@ class Engine:
             final = [self.results.offload(record) for record in final]
         self.store.write(final)
         self.on_final([delivery.job for delivery in batch.deliveries if delivery.job.webhook])
-        for delivery in batch.deliveries:
+        self._ack(batch.deliveries)
+
+    # -- settling messages --------------------------------------------------------------------------------
+
+    def _release(self, deliveries: list[Delivery]) -> None:
+        """Stop keeping these deliveries alive: they are settled."""
+        with self._held_lock:
+            for delivery in deliveries:
+                self._held.pop(id(delivery), None)
+
+    def _ack(self, deliveries: list[Delivery]) -> None:
+        self._release(deliveries)
+        for delivery in deliveries:
             delivery.ack()
 
-
-def _requeue(deliveries: list[Delivery]) -> None:
-    for delivery in deliveries:
-        try:
-            delivery.requeue()
-        except Exception:
-            log.exception("could not requeue job %s; the broker will redeliver it", delivery.job.id)
+    def _requeue(self, deliveries: list[Delivery]) -> None:
+        self._release(deliveries)
+        for delivery in deliveries:
+            try:
+                delivery.requeue()
+            except Exception:
+                log.exception("could not requeue job %s; the broker will redeliver it", delivery.job.id)

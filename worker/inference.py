@@ -52,9 +52,18 @@ def run_group(pipe: Any, spec: TaskSpec, params: dict, batch_size: int, items: S
         for i, output in zip(indices, outputs, strict=True):
             results[i] = to_jsonable(_single_shape(spec, params, items[i].value, output, tokens and tokens[i]))
 
-    for chunk in similar_size_runs(order, sizes, batch_size):
+    for chunk in similar_size_runs(order, sizes, 1 if _alone(pipe, spec, params) else batch_size):
         run(chunk)
     return results
+
+
+def _alone(pipe: Any, spec: TaskSpec, params: dict) -> bool:
+    """Long audio is cut in chunks that the pipeline batches across inputs; without an attention mask the
+    padding of short last chunks changes the results, so then each job gets a call of its own (its chunks
+    still share batches of ``batch_size``)."""
+    if spec.name != "automatic-speech-recognition" or not params.get("chunk_length_s"):
+        return False
+    return not getattr(getattr(pipe, "feature_extractor", None), "return_attention_mask", False)
 
 
 def similar_size_runs(order: list[int], sizes: Sequence[float], max_items: int) -> list[list[int]]:

@@ -141,8 +141,14 @@ def run_worker(device: str, queues: list[str] | None, loglevel: str = "INFO", na
         raise RuntimeError("torch was imported before the device was pinned")
     os.environ["PIPEQ_DEVICE"] = pin_device(device)
     from worker.app import app
+    from worker.pipelines import check_can_load
 
-    queues = queues or app.pipeq_settings.catalogue.queues() or ["pipeq"]
+    settings = app.pipeq_settings
+    queues = queues or settings.catalogue.queues() or ["pipeq"]
+    try:
+        check_can_load(settings.catalogue.for_queues(queues), settings.device)
+    except ValueError as exc:
+        raise SystemExit(f"pipeq worker: {exc}") from None
     label = device.replace(":", "")
     app.worker_main(
         [

@@ -4,14 +4,16 @@ import inspect
 import pydoc
 
 import pytest
+from transformers import GenerationConfig
 from transformers.pipelines import SUPPORTED_TASKS
 
-from config.tasks import TASKS, task_spec
+from config.tasks import GENERATE_KWARGS, TASKS, task_spec
 
 # Parameters a pipeline takes through its **kwargs: tokenizer arguments, generation arguments.
 THROUGH_KWARGS = {
     "text-classification": {"truncation", "padding", "max_length"},
     "automatic-speech-recognition": {"max_new_tokens"},
+    "text-generation": GENERATE_KWARGS,
 }
 
 
@@ -24,11 +26,25 @@ def test_each_parameter_is_accepted_by_the_pipeline(name):
     signature = inspect.signature(sanitize)
     source = inspect.getsource(sanitize)
     takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    call = inspect.signature(pipeline_class.__call__).parameters  # e.g. question, word_boxes, candidate_labels
     for parameter in TASKS[name].parameters:
-        named = parameter in signature.parameters or f'"{parameter}"' in source
+        named = parameter in signature.parameters or f'"{parameter}"' in source or parameter in call
         assert named or (takes_any and parameter in THROUGH_KWARGS.get(name, ())), f"{name} does not take {parameter}"
 
 
+def test_generation_options_are_generation_config_fields():
+    config = GenerationConfig()
+    for parameter in GENERATE_KWARGS:
+        assert hasattr(config, parameter), parameter
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_required_parameters_are_listed_and_modalities_known(name):
+    spec = TASKS[name]
+    assert spec.required <= spec.parameters
+    assert spec.modality in ("text", "audio", "image")
+
+
 def test_unknown_tasks_list_the_served_ones():
-    with pytest.raises(ValueError, match="pipeq serves: automatic-speech-recognition"):
+    with pytest.raises(ValueError, match="pipeq serves: audio-classification, automatic-speech-recognition"):
         task_spec("translate-my-cat")

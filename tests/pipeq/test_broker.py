@@ -74,3 +74,27 @@ def test_a_live_consumers_in_flight_list_is_left_alone(broker):
     assert queue.get(timeout=5).payload == {"n": 2}
     assert client.llen(live) == 1
     queue.close()
+
+
+def test_touch_keeps_a_held_message_from_being_redelivered(broker):
+    connection, client = broker
+    queue = connection.SimpleQueue(QUEUE)
+    queue.put({"n": "touched"})
+    queue.put({"n": "forgotten"})
+    touched, forgotten = queue.get(timeout=5), queue.get(timeout=5)
+    long_ago = time.time() - 60  # both delivered a minute ago: past the visibility timeout of 5 s
+    client.zadd("unacked_index", {touched.delivery_tag: long_ago, forgotten.delivery_tag: long_ago})
+    qos = touched.channel.qos
+    assert qos.touch([touched.delivery_tag, "never-delivered"]) == 1
+    assert client.zscore("unacked_index", touched.delivery_tag) > time.time() - 5
+    assert client.zscore("unacked_index", "never-delivered") is None  # XX: touching adds nothing
+    qos.restore_visible(num=10, interval=1)
+    assert client.llen(QUEUE) == 1  # only the untouched one went back to its queue
+    assert client.hexists("unacked", touched.delivery_tag)
+    redelivered = queue.get(timeout=5)
+    assert redelivered.payload == {"n": "forgotten"}
+    redelivered.ack()
+    touched.ack()
+    assert qos.touch([touched.delivery_tag]) == 0  # acked: gone for good
+    assert client.zcard("unacked_index") == 0
+    queue.close()

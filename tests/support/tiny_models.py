@@ -142,3 +142,146 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "automatic-speech-recognition": build_ctc_asr,
     "image-classification": build_image_classification,
 }
+
+
+# --- further tasks -------------------------------------------------------------------------------------------
+
+_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+_ENTITY_LABELS: list[str] = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def _minilm_tokenizer() -> Any:
+    return BertTokenizerFast.from_pretrained(minilm_tokenizer_dir())
+
+
+def _labels(labels: list[str]) -> dict[str, Any]:
+    return {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+
+
+def build_token_classification(path: Path) -> Path:
+    """Tiny BertForTokenClassification (O, B-/I-PER, B-/I-LOC) with the MiniLM tokenizer."""
+    from transformers import BertForTokenClassification
+
+    tokenizer = _minilm_tokenizer()
+    config = BertConfig(vocab_size=tokenizer.vocab_size, **_labels(_ENTITY_LABELS), **_TINY)
+    torch.manual_seed(0)
+    return _save(path, BertForTokenClassification(config).eval(), tokenizer)
+
+
+def build_fill_mask(path: Path) -> Path:
+    """Tiny BertForMaskedLM with the MiniLM tokenizer (mask token ``[MASK]``)."""
+    from transformers import BertForMaskedLM
+
+    tokenizer = _minilm_tokenizer()
+    config = BertConfig(vocab_size=tokenizer.vocab_size, **_TINY)
+    torch.manual_seed(0)
+    return _save(path, BertForMaskedLM(config).eval(), tokenizer)
+
+
+def build_text_generation(path: Path) -> Path:
+    """Tiny GPT2LMHeadModel on the MiniLM word pieces, left padding and a plain chat template."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = _minilm_tokenizer()
+    tokenizer.padding_side = "left"
+    tokenizer.chat_template = _CHAT_TEMPLATE
+    config = GPT2Config(
+        vocab_size=tokenizer.vocab_size,
+        n_positions=256,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config).eval()
+    model.generation_config.max_new_tokens = 8
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return _save(path, model, tokenizer)
+
+
+def build_audio_classification(path: Path) -> Path:
+    """Tiny Wav2Vec2ForSequenceClassification (yes/no/silence) with a 16 kHz feature extractor."""
+    from transformers import Wav2Vec2ForSequenceClassification
+
+    extractor = Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    )
+    config = Wav2Vec2Config(
+        conv_dim=(16, 16),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        classifier_proj_size=16,
+        # Layer norm in the feature encoder honours the attention mask: padded batches match single calls.
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        **_labels(["yes", "no", "silence"]),
+        **_TINY,
+    )
+    torch.manual_seed(0)
+    return _save(path, Wav2Vec2ForSequenceClassification(config).eval(), extractor)
+
+
+def build_zero_shot_image_classification(path: Path) -> Path:
+    """Tiny CLIPModel (32x32 images, patch 8) with the MiniLM tokenizer for the text tower."""
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+    tokenizer = _minilm_tokenizer()
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": tokenizer.vocab_size,
+            "max_position_embeddings": 64,
+            # The text tower pools at the first eos token: [SEP], which closes every label's prompt.
+            "bos_token_id": tokenizer.cls_token_id,
+            "eos_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            **_TINY,
+        },
+        vision_config={"image_size": 32, "patch_size": 8, **_TINY},
+        projection_dim=16,
+    )
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    torch.manual_seed(0)
+    return _save(path, CLIPModel(config).eval(), tokenizer, processor)
+
+
+def build_object_detection(path: Path) -> Path:
+    """Tiny YolosForObjectDetection (no timm backbone) with labels cat/dog/bird."""
+    from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessorPil
+
+    config = YolosConfig(
+        image_size=[64, 64], patch_size=16, num_detection_tokens=5, **_labels(["cat", "dog", "bird"]), **_TINY
+    )
+    processor = YolosImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 64})
+    torch.manual_seed(0)
+    return _save(path, YolosForObjectDetection(config).eval(), processor)
+
+
+def build_document_question_answering(path: Path) -> Path:
+    """Tiny LayoutLMForQuestionAnswering with the MiniLM tokenizer; the pipeline runs Tesseract OCR itself."""
+    from transformers import LayoutLMConfig, LayoutLMForQuestionAnswering
+
+    tokenizer = _minilm_tokenizer()
+    config = LayoutLMConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **_TINY)
+    torch.manual_seed(0)
+    return _save(path, LayoutLMForQuestionAnswering(config).eval(), tokenizer)
+
+
+BUILDERS.update(
+    {
+        "token-classification": build_token_classification,
+        "fill-mask": build_fill_mask,
+        "text-generation": build_text_generation,
+        "audio-classification": build_audio_classification,
+        "zero-shot-image-classification": build_zero_shot_image_classification,
+        "object-detection": build_object_detection,
+        "document-question-answering": build_document_question_answering,
+    }
+)

@@ -130,3 +130,21 @@ def test_an_unbounded_cache_keeps_every_model(tiny):
     for name in "abc":
         cache.get(entry(name, id=str(tiny)))
     assert cache.loaded() == ["a", "b", "c"]
+
+
+def test_a_cpu_worker_serving_a_quantized_model_refuses_to_start(redis_url, s3_endpoint, tiny_models, tmp_path):
+    from config.catalogue import ModelEntry
+    from tests.conftest import make_settings
+    from tests.support.workers import start_worker_process, write_config
+
+    settings = make_settings(redis_url, s3_endpoint, {}, db=14)
+    entry = ModelEntry(name="big", id="org/big", task="text-generation", queue="q8", quantization="8bit")
+    config = write_config(settings.model_copy(update={"models": [entry]}), tmp_path / "pipeq.toml")
+    log = tmp_path / "worker.log"
+    process = start_worker_process(config, "q8", log)
+    try:
+        assert process.wait(120) != 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "8bit quantization" in log.read_text()

@@ -1,0 +1,76 @@
+"""Jobs held by a busy worker longer than the visibility timeout are not redelivered: the engine keeps them alive."""
+
+import threading
+import time
+
+import pytest
+import redis
+
+from config.catalogue import ModelEntry
+from producer import Client
+from tests.conftest import make_settings
+from tests.support.workers import kill, start_worker_process, write_config
+
+TEXT = "text-classification"
+QUEUE = "keepalive"
+DB = 14  # broker in db 14, records in db 15
+VISIBILITY = 2
+JOBS = 800
+
+
+@pytest.fixture
+def keepalive_setup(redis_url, s3_endpoint, tiny_models, tmp_path):
+    """One job per batch, and prefetch (4 x the largest max_batch) large enough to hold every job at once."""
+    settings = make_settings(redis_url, s3_endpoint, {TEXT: tiny_models[TEXT]}, db=DB, visibility_timeout=VISIBILITY)
+    one_at_a_time = settings.models[0].model_copy(update={"max_batch": 1, "flush_interval": 0.01, "queue": QUEUE})
+    roomy = settings.models[0].model_copy(update={"name": "roomy", "max_batch": JOBS, "queue": "keepalive-unused"})
+    models = [ModelEntry(**entry.model_dump()) for entry in (one_at_a_time, roomy)]
+    settings = settings.model_copy(update={"models": models})
+    client = Client(settings)
+    client.store.redis.flushdb()
+    client.store.redis.from_url(settings.broker_url).flushdb()
+    yield settings, write_config(settings, tmp_path / "pipeq.toml"), client
+    client.close()
+
+
+class PushCounter:
+    """Counts, through Redis MONITOR, messages pushed back onto a queue of one database (redeliveries)."""
+
+    def __init__(self, url: str, db: int, queue: str) -> None:
+        self._monitor = redis.Redis.from_url(url).monitor()
+        self._monitor.__enter__()
+        self._db, self._queue, self.count = db, queue, 0
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        try:
+            for command in self._monitor.listen():
+                words = command["command"].split(" ", 2)
+                if command["db"] == self._db and words[0] in ("LPUSH", "RPUSH") and words[1:2] == [self._queue]:
+                    self.count += 1
+        except (redis.ConnectionError, OSError, AttributeError, ValueError):
+            return  # the monitor was closed
+
+    def close(self) -> None:
+        self._monitor.connection.disconnect()
+
+
+def test_jobs_waiting_longer_than_the_visibility_timeout_run_once(keepalive_setup, redis_url, tmp_path):
+    _settings, config, client = keepalive_setup
+    ids = client.submit_many(TEXT, [f"review number {i} was fine" for i in range(JOBS)], model="tiny-" + TEXT)
+    pushes = PushCounter(redis_url, DB, QUEUE)  # from now on, a push onto the queue is a redelivery
+    log = tmp_path / "worker.log"
+    worker = start_worker_process(config, QUEUE, log)
+    try:
+        records = client.wait_many(ids, timeout=120)
+        time.sleep(VISIBILITY)  # a redelivery of a job that just finished would show up now
+    finally:
+        pushes.close()
+        kill(worker)
+    assert {record.state for record in records.values()} == {"succeeded"}, log.read_text()[-3000:]
+    started = sorted(record.started_at for record in records.values())
+    waited = (started[-1] - started[0]).total_seconds()
+    assert waited > 2 * VISIBILITY, f"the last job waited only {waited:.1f} s: nothing to keep alive"
+    assert pushes.count == 0, f"{pushes.count} job(s) were redelivered while the worker held them"
+    assert {record.attempts for record in records.values()} == {1}

@@ -1,0 +1,107 @@
+"""Long audio: ten minutes of real speech spooled from object storage, decoded in bounded memory, transcribed in
+chunks with timestamps; chunks of several jobs share the model's batches."""
+
+import io
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile
+
+from config.tasks import TASKS
+from pipeq.contract import ObjectInput
+from tests.conftest import MAX_MEDIA_BYTES
+from tests.support.compare import same
+from tests.support.media import SAMPLING_RATE, encode_audio, speech
+from worker.decoding import Decoded, decode_audio
+from worker.inference import run_group
+from worker.media import MediaFetcher, release
+
+ASR = "automatic-speech-recognition"
+MINUTES = 10
+SENTENCE = (
+    "Long recordings are split into overlapping chunks of ten seconds. Each chunk is transcribed by the model, "
+    "and the pieces are stitched together using the strides."
+)
+
+
+@pytest.fixture(scope="module")
+def sentence() -> np.ndarray:
+    return speech(SENTENCE)
+
+
+def long_recording(samples: np.ndarray, fmt: str, subtype: str, minutes: int = MINUTES, **options: float) -> bytes:
+    """``samples`` repeated to at least ten minutes, encoded block by block (libsndfile fails on one huge write)."""
+    repeats = int(np.ceil(minutes * 60 * SAMPLING_RATE / len(samples)))
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", SAMPLING_RATE, 1, format=fmt, subtype=subtype, **options) as file:
+        for _ in range(repeats):
+            file.write(samples)
+    return buffer.getvalue()
+
+
+def test_a_large_object_is_spooled_to_a_file_and_decoded_in_bounded_memory(sentence, s3, upload):
+    flac = long_recording(sentence, "FLAC", "PCM_16")
+    fetcher = MediaFetcher(s3, max_bytes=64 * 1024 * 1024, spool_bytes=1024 * 1024)
+    try:
+        spooled = fetcher.fetch(ObjectInput(uri=upload(flac, ".flac")))
+    finally:
+        fetcher.close()
+    assert not isinstance(spooled, bytes), "a large object must not be held in memory"
+    tracemalloc.start()
+    try:
+        samples = decode_audio(spooled, SAMPLING_RATE)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        release(spooled)
+    assert spooled.closed
+    assert len(samples) / SAMPLING_RATE >= MINUTES * 60
+    assert peak < 2.5 * samples.nbytes, f"decoding peaked at {peak / samples.nbytes:.2f}x its output"
+
+
+def test_a_spooled_object_over_the_limit_is_refused(sentence, s3, upload):
+    from worker.errors import MediaTooLarge
+
+    data = long_recording(sentence[: SAMPLING_RATE * 5], "WAV", "PCM_16")
+    fetcher = MediaFetcher(s3, max_bytes=len(data) - 1, spool_bytes=1024 * 1024)
+    try:
+        with pytest.raises(MediaTooLarge):
+            fetcher.fetch(ObjectInput(uri=upload(data, ".wav")))
+    finally:
+        fetcher.close()
+
+
+def test_minutes_of_speech_are_transcribed_in_chunks(sentence, worker, client, upload):
+    """Two minutes through the worker: the random tiny model's CTC output makes ten take ~100 s on 2 cores."""
+    ogg = long_recording(sentence, "OGG", "VORBIS", minutes=2, compression_level=1.0)
+    assert len(ogg) <= MAX_MEDIA_BYTES
+    parameters = {"chunk_length_s": 10, "stride_length_s": 2}
+    job = client.submit(ASR, upload(ogg, ".ogg"), model=f"tiny-{ASR}", parameters=parameters)
+    record = client.wait(job, timeout=120)
+    assert record.state == "succeeded", record.error
+    assert isinstance(record.result["text"], str)
+
+
+@pytest.mark.parametrize("timestamps", ["word", "char"])
+def test_chunked_speech_gets_timestamps(sentence, worker, client, upload, timestamps):
+    """Timestamps on a shorter clip: the random tiny model emits thousands of words a minute to align."""
+    clip = encode_audio(np.tile(sentence, 3), "OGG")
+    parameters = {"chunk_length_s": 10, "stride_length_s": 2, "return_timestamps": timestamps}
+    job = client.submit(ASR, upload(clip, ".ogg"), model=f"tiny-{ASR}", parameters=parameters)
+    record = client.wait(job, timeout=120)
+    assert record.state == "succeeded", record.error
+    for chunk in record.result["chunks"]:
+        start, end = chunk["timestamp"]
+        assert 0 <= start <= end <= 3 * len(sentence) / SAMPLING_RATE + 1
+
+
+def test_chunked_jobs_in_one_micro_batch_match_the_pipeline_alone(reference):
+    """Without an attention mask, padded chunks would change results: each job then gets its own call."""
+    pipe = reference(ASR)
+    items = [speech(SENTENCE), speech(SENTENCE.upper() + " And once more, slowly.")]
+    parameters = {"chunk_length_s": 10, "stride_length_s": 2, "return_timestamps": "word"}
+    alone = [pipe({"raw": raw, "sampling_rate": SAMPLING_RATE}, **parameters) for raw in items]
+    decoded = [Decoded({"raw": raw, "sampling_rate": SAMPLING_RATE}, len(raw) / SAMPLING_RATE) for raw in items]
+    together = run_group(pipe, TASKS[ASR], parameters, 8, decoded)
+    assert all(same(result, expected) for result, expected in zip(together, alone, strict=True))
