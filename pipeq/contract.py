@@ -145,15 +145,25 @@ class Job(_Frozen):
         return self
 
 
-def _check_chat(value: dict, limits: Limits) -> None:
-    """A chat input is ``{"messages": [{"role": str, "content": ...}, ...]}`` within the text limit."""
+def chat_messages(value: dict) -> list[dict]:
+    """The messages of a chat input ``{"messages": [{"role": str, "content": ...}, ...]}``; InvalidJob if malformed."""
     messages = value.get("messages")
-    if not isinstance(messages, list) or not messages:
+    if set(value) != {"messages"} or not isinstance(messages, list) or not messages:
         raise InvalidJob('a chat input is {"messages": [{"role": ..., "content": ...}, ...]}, at least one message')
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
             raise InvalidJob(f"each chat message needs a role (string) and a content, not {message!r}")
-    size = sum(len(str(message["content"])) for message in messages)
+    return messages
+
+
+def chat_size(messages: list[dict]) -> int:
+    """Characters of a chat's contents, the measure held against ``max_text_chars``."""
+    return sum(len(str(message["content"])) for message in messages)
+
+
+def _check_chat(value: dict, limits: Limits) -> None:
+    """A chat input is well formed and within the text limit."""
+    size = chat_size(chat_messages(value))
     if size > limits.max_text_chars:
         raise InvalidJob(f"chat of {size} characters exceeds the limit of {limits.max_text_chars}")
 

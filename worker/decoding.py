@@ -17,6 +17,7 @@ from PIL import Image
 
 from config.settings import Limits
 from config.tasks import TaskSpec
+from pipeq.contract import InvalidJob, chat_messages, chat_size
 from worker.errors import UnreadableMedia, WrongInputKind
 
 
@@ -55,13 +56,11 @@ def decode(spec: TaskSpec, raw: str | Media | dict, limits: Limits, sampling_rat
 
 def decode_chat(raw: dict, limits: Limits) -> Decoded:
     """A chat ``{"messages": [{"role": ..., "content": ...}, ...]}`` as the list of messages pipelines take."""
-    messages = raw.get("messages")
-    if set(raw) != {"messages"} or not isinstance(messages, list) or not messages:
-        raise WrongInputKind('a chat input is {"messages": [{"role": ..., "content": ...}, ...]}, at least one message')
-    for message in messages:
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
-            raise WrongInputKind(f"each chat message needs a role (string) and a content, not {message!r}")
-    size = sum(len(str(message["content"])) for message in messages)
+    try:
+        messages = chat_messages(raw)
+    except InvalidJob as exc:
+        raise WrongInputKind(str(exc)) from None
+    size = chat_size(messages)
     if size > limits.max_text_chars:
         raise UnreadableMedia(f"chat of {size} characters exceeds the limit of {limits.max_text_chars}")
     return Decoded([dict(message) for message in messages], float(size))
