@@ -2,6 +2,7 @@
 
 from celery import Celery
 
+from config.catalogue import ModelEntry
 from config.settings import Settings
 
 TASK_NAME = "pipeq.infer"
@@ -9,7 +10,7 @@ TASK_NAME = "pipeq.infer"
 
 def prefetch_count(settings: Settings) -> int:
     """Messages a worker holds unacked: one batch running, one being fetched, one accumulating, and slack."""
-    largest = max((model.max_batch for model in settings.models), default=64)
+    largest = max((model.max_batch for model in settings.models), default=ModelEntry.model_fields["max_batch"].default)
     return 4 * largest
 
 
