@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from config.tasks import task_spec
+from config.tasks import canonical_task, task_spec
 
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Quantization = Literal["8bit", "4bit"]
@@ -63,7 +63,7 @@ class ModelEntry(BaseModel):
     @classmethod
     def _known_task(cls, task: str) -> str:
         task_spec(task)
-        return task
+        return canonical_task(task)
 
     @field_validator("devices")
     @classmethod
@@ -97,7 +97,7 @@ class Catalogue:
 
     def resolve(self, task: str, model: str | None) -> ModelEntry:
         """The entry serving ``task`` under ``model`` (or the task's default when ``model`` is None)."""
-        task_spec(task)
+        task = task_spec(task).name
         if model is None:
             return self.default_for(task)
         entry = self.models.get(model)

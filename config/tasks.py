@@ -24,7 +24,12 @@ Inputs per task:
 from dataclasses import dataclass
 from typing import Literal
 
-Modality = Literal["text", "audio", "image"]
+Modality = Literal["text", "audio", "image", "video", "dict"]
+"""How a task's plain input is read; "dict": the task takes dict inputs only (media inside them by reference)."""
+MediaKind = Literal["audio", "image", "video"]
+
+TASK_ALIASES: dict[str, str] = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
+TASK_ALIASES["text-to-speech"] = "text-to-audio"
 
 
 class UnknownTask(ValueError):
@@ -41,6 +46,8 @@ class TaskSpec:
     required: frozenset[str] = frozenset()
     dict_input_keys: frozenset[str] = frozenset()
     """Keys a dict input may carry (empty: the task takes no dict input)."""
+    required_input_keys: frozenset[str] = frozenset()
+    """Keys every dict input must carry (with ``{"messages": ...}`` chats as the alternative, where accepted)."""
 
     def check_parameters(self, parameters: dict) -> None:
         """Raise ValueError naming the unknown or missing parameters and listing the known ones."""
@@ -71,6 +78,19 @@ GENERATE_KWARGS = frozenset(
     }
 )
 """Generation options text-generation passes on to ``model.generate`` through its ``**kwargs``."""
+_MULTIMODAL_GENERATION = frozenset(
+    {
+        "max_new_tokens",
+        "generate_kwargs",
+        "return_full_text",
+        "clean_up_tokenization_spaces",
+        "stop_sequence",
+        "continue_final_message",
+        "skip_special_tokens",
+        "processor_kwargs",
+    }
+)
+"""Parameters of the image-text-to-text and any-to-any pipelines."""
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
@@ -155,13 +175,98 @@ TASKS: dict[str, TaskSpec] = {
             ),
             required=frozenset({"question"}),
         ),
+        TaskSpec("text-to-audio", "text", frozenset({"forward_params", "generate_kwargs", "processor_kwargs"})),
+        TaskSpec(
+            "table-question-answering",
+            "dict",
+            frozenset({"sequential", "padding", "truncation"}),
+            dict_input_keys=frozenset({"table", "query"}),
+            required_input_keys=frozenset({"table", "query"}),
+        ),
+        TaskSpec(
+            "zero-shot-audio-classification",
+            "audio",
+            frozenset({"candidate_labels", "hypothesis_template"}),
+            required=frozenset({"candidate_labels"}),
+        ),
+        TaskSpec("image-feature-extraction", "image", frozenset({"pool", "image_processor_kwargs"})),
+        TaskSpec(
+            "image-segmentation",
+            "image",
+            frozenset({"subtask", "threshold", "mask_threshold", "overlap_mask_area_threshold"}),
+        ),
+        TaskSpec(
+            "image-text-to-text",
+            "dict",
+            _MULTIMODAL_GENERATION,
+            dict_input_keys=frozenset({"images", "text", "messages"}),
+        ),
+        TaskSpec(
+            "zero-shot-object-detection",
+            "image",
+            frozenset({"candidate_labels", "threshold", "top_k"}),
+            required=frozenset({"candidate_labels"}),
+        ),
+        TaskSpec(
+            "decision",
+            "dict",
+            frozenset(),
+            dict_input_keys=frozenset({"state", "questions", "assets"}),
+            required_input_keys=frozenset({"state", "questions"}),
+        ),
+        TaskSpec("depth-estimation", "image", frozenset()),
+        TaskSpec(
+            "video-classification",
+            "video",
+            frozenset({"top_k", "num_frames", "frame_sampling_rate", "function_to_apply"}),
+        ),
+        TaskSpec(
+            "mask-generation",
+            "image",
+            frozenset(
+                {
+                    "points_per_batch",
+                    "points_per_crop",
+                    "crops_n_layers",
+                    "crop_overlap_ratio",
+                    "crop_n_points_downscale_factor",
+                    "pred_iou_thresh",
+                    "stability_score_offset",
+                    "mask_threshold",
+                    "stability_score_thresh",
+                    "max_hole_area",
+                    "max_sprinkle_area",
+                    "crops_nms_thresh",
+                    "output_rle_mask",
+                    "output_bboxes_mask",
+                }
+            ),
+        ),
+        TaskSpec(
+            "keypoint-matching",
+            "dict",
+            frozenset({"threshold"}),
+            dict_input_keys=frozenset({"images"}),
+            required_input_keys=frozenset({"images"}),
+        ),
+        TaskSpec(
+            "any-to-any",
+            "dict",
+            _MULTIMODAL_GENERATION | {"generation_mode"},
+            dict_input_keys=frozenset({"text", "images", "videos", "audio", "messages"}),
+        ),
     )
 }
 
 
+def canonical_task(task: str) -> str:
+    """The task's own name for an alias transformers accepts (``ner`` is token-classification)."""
+    return TASK_ALIASES.get(task, task)
+
+
 def task_spec(task: str) -> TaskSpec:
-    """The spec of ``task``, or UnknownTask listing the served tasks."""
+    """The spec of ``task`` (or of the task an alias names), or UnknownTask listing the served tasks."""
     try:
-        return TASKS[task]
+        return TASKS[canonical_task(task)]
     except KeyError:
         raise UnknownTask(f"unknown task {task!r}; pipeq serves: {', '.join(sorted(TASKS))}") from None

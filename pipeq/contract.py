@@ -8,17 +8,26 @@ On the wire a job is JSON (never pickle). Its input is exactly one of:
 * ``{"kind": "dict", "value": {...}}``                    several inputs for one call (e.g. text + text_pair)
 
 A chat for text-generation is the dict input ``{"messages": [{"role": "user", "content": "..."}, ...]}``.
+
+Dict inputs may carry media by reference: anywhere inside them, ``{"kind": "s3", "uri": ...}`` or ``{"kind":
+"inline", "data": "<base64>"}`` stands for an object the worker fetches and decodes (e.g. ``{"images":
+{"kind": "s3", "uri": "s3://bucket/cat.png"}, "text": "What is this?"}``). For convenience an ``"s3://..."``
+string under a media key (``image(s)``, ``audio(s)``, ``video(s)``, ``url``, ``path``) is such a reference,
+and bytes given to the Python client become inline references.
 """
 
+import base64
+import binascii
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from config.settings import Limits
-from config.tasks import task_spec
+from config.tasks import canonical_task, task_spec
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 S3_URI_PATTERN = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,62})/(?P<key>.+)$")
@@ -71,11 +80,74 @@ class InlineInput(_Frozen):
     data: bytes
 
 
+MEDIA_KEYS = frozenset({"image", "images", "audio", "audios", "video", "videos", "url", "path"})
+"""Keys under which a dict input's ``"s3://..."`` strings are media references."""
+
+MediaReference = ObjectInput | InlineInput
+
+
+def _as_reference(node: Any) -> MediaReference | None:
+    """The media reference a JSON node stands for, or None; ValueError if it is a malformed one."""
+    if not isinstance(node, dict) or node.get("kind") not in ("s3", "inline"):
+        return None
+    if node["kind"] == "s3":
+        return ObjectInput.model_validate(node)
+    if set(node) != {"kind", "data"} or not isinstance(node["data"], str):
+        raise ValueError('an inline media reference is {"kind": "inline", "data": "<base64>"}')
+    try:
+        return InlineInput(data=base64.b64decode(node["data"], validate=True))
+    except binascii.Error:
+        raise ValueError("an inline media reference's data is not valid base64") from None
+
+
+def replace_media(value: Any, replace: Callable[[MediaReference], Any]) -> Any:
+    """A copy of the JSON ``value`` with every media reference in it replaced by ``replace(reference)``."""
+    reference = _as_reference(value)
+    if reference is not None:
+        return replace(reference)
+    if isinstance(value, dict):
+        return {key: replace_media(item, replace) for key, item in value.items()}
+    if isinstance(value, list):
+        return [replace_media(item, replace) for item in value]
+    return value
+
+
+def media_references(value: Any) -> list[MediaReference]:
+    """Every media reference inside the JSON ``value``, in document order."""
+    found: list[MediaReference] = []
+    replace_media(value, found.append)
+    return found
+
+
+def _to_references(value: Any, key: str | None = None) -> Any:
+    """Bytes become inline references and ``s3://`` strings under media keys become object references."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"kind": "inline", "data": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, str) and key in MEDIA_KEYS and value.startswith("s3://"):
+        return {"kind": "s3", "uri": value}
+    if isinstance(value, dict) and _as_reference(value) is None:
+        return {name: _to_references(item, name) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_references(item, key) for item in value]
+    return value
+
+
 class DictInput(_Frozen):
-    """Several named inputs for one pipeline call, e.g. ``{"text": ..., "text_pair": ...}``."""
+    """Several named inputs for one pipeline call, e.g. ``{"text": ..., "text_pair": ...}``, media by reference."""
 
     kind: Literal["dict"] = "dict"
     value: dict[str, JsonValue]
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _references(cls, value: Any) -> Any:
+        value = _to_references(value) if isinstance(value, dict) else value
+        media_references(value)  # raises on a malformed reference
+        return value
+
+    def inline_bytes(self) -> int:
+        """Bytes of the inline media inside."""
+        return sum(len(ref.data) for ref in media_references(self.value) if isinstance(ref, InlineInput))
 
 
 JobInput = Annotated[TextInput | ObjectInput | InlineInput | DictInput, Field(discriminator="kind")]
@@ -92,6 +164,11 @@ class Job(_Frozen):
     parameters: dict[str, JsonValue] = {}
     webhook: str | None = None
     submitted_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("task")
+    @classmethod
+    def _task_name(cls, task: str) -> str:
+        return canonical_task(task)
 
     @field_validator("id")
     @classmethod
@@ -131,18 +208,39 @@ class Job(_Frozen):
                 "upload it to object storage and pass its s3:// reference instead"
             )
         elif isinstance(item, DictInput):
-            allowed = spec.dict_input_keys
-            if not allowed:
-                raise InvalidJob(f"{self.task} takes no dict input")
-            extra = sorted(set(item.value) - allowed)
-            if extra:
-                raise InvalidJob(
-                    f"dict input key(s) {', '.join(extra)} not accepted by {self.task}; "
-                    f"accepted: {', '.join(sorted(allowed))}"
-                )
-            if "messages" in allowed:
-                _check_chat(item.value, limits)
+            _check_dict(spec, item, limits)
+        elif spec.modality == "dict":
+            raise InvalidJob(f"{self.task} takes a dict input with {_keys(spec)}")
         return self
+
+
+def _keys(spec: Any) -> str:
+    required = spec.required_input_keys or spec.dict_input_keys
+    return "the key(s) " + ", ".join(sorted(required))
+
+
+def _check_dict(spec: Any, item: DictInput, limits: Limits) -> None:
+    """A dict input has only keys ``spec`` accepts, those it needs, inline media within limits, sane chats."""
+    allowed = spec.dict_input_keys
+    if not allowed:
+        raise InvalidJob(f"{spec.name} takes no dict input")
+    extra = sorted(set(item.value) - allowed)
+    if extra:
+        raise InvalidJob(
+            f"dict input key(s) {', '.join(extra)} not accepted by {spec.name}; accepted: {', '.join(sorted(allowed))}"
+        )
+    if "messages" in item.value:
+        _check_chat(item.value, limits)
+    else:
+        missing = sorted(spec.required_input_keys - set(item.value))
+        if missing:
+            raise InvalidJob(f"{spec.name} needs the dict input key(s) {', '.join(missing)}")
+    inline = item.inline_bytes()
+    if inline > limits.max_inline_bytes:
+        raise InvalidJob(
+            f"inline media of {inline} bytes exceeds the limit of {limits.max_inline_bytes}: "
+            "upload it to object storage and reference it as s3://bucket/key instead"
+        )
 
 
 def chat_messages(value: dict) -> list[dict]:
@@ -157,8 +255,15 @@ def chat_messages(value: dict) -> list[dict]:
 
 
 def chat_size(messages: list[dict]) -> int:
-    """Characters of a chat's contents, the measure held against ``max_text_chars``."""
-    return sum(len(str(message["content"])) for message in messages)
+    """Characters of a chat's text, the measure held against ``max_text_chars``; media parts count for nothing."""
+    return sum(_text_size(message["content"]) for message in messages)
+
+
+def _text_size(content: Any) -> int:
+    """Characters of a message's content: a string, or a list of parts like ``{"type": "text", "text": ...}``."""
+    if isinstance(content, list):
+        return sum(len(str(part.get("text", ""))) if isinstance(part, dict) else len(str(part)) for part in content)
+    return len(str(content))
 
 
 def _check_chat(value: dict, limits: Limits) -> None:

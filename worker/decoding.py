@@ -7,8 +7,10 @@ either frame by frame, so only the decoded samples are held whole.
 
 import io
 import os
+import shutil
+import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import av
@@ -16,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from config.settings import Limits
-from config.tasks import TaskSpec
+from config.tasks import MediaKind, TaskSpec
 from pipeq.contract import InvalidJob, chat_messages, chat_size
 from worker.errors import UnreadableMedia, WrongInputKind
 
@@ -27,6 +29,14 @@ class Decoded:
 
     value: Any
     size: float
+    resources: list[IO[bytes]] = field(default_factory=list)
+    """Temporary files the input needs until its pipeline call is done (videos); see :meth:`release`."""
+
+    def release(self) -> None:
+        """Close (hence delete) the temporary files the input holds."""
+        for resource in self.resources:
+            resource.close()
+        self.resources.clear()
 
 
 Media = bytes | IO[bytes]
@@ -38,24 +48,83 @@ def decode(spec: TaskSpec, raw: str | Media | dict, limits: Limits, sampling_rat
     if isinstance(raw, dict):
         if not spec.dict_input_keys:
             raise WrongInputKind(f"{spec.name} takes no dict input")
-        if "messages" in spec.dict_input_keys:
-            return decode_chat(raw, limits)
-        return Decoded(raw, float(sum(len(str(v)) for v in raw.values())))
+        if "messages" in spec.dict_input_keys and ("messages" in raw or spec.modality == "text"):
+            return decode_chat(raw, limits, sampling_rate)
+        return decode_media_in(raw, sampling_rate)
+    if spec.modality == "dict":
+        raise WrongInputKind(f"{spec.name} takes a dict input, e.g. {{{', '.join(sorted(spec.dict_input_keys))}}}")
     if spec.modality == "text":
         text = _text(raw, limits)
         return Decoded(text, float(len(text)))
     if isinstance(raw, str):
         raise WrongInputKind(f"{spec.name} takes {spec.modality}, not text: pass an s3:// reference or inline bytes")
-    if spec.modality == "audio":
+    return decode_media(spec.modality, raw, sampling_rate)
+
+
+def decode_media(kind: MediaKind | str, raw: Media, sampling_rate: int | None = None) -> Decoded:
+    """Audio as ``{"raw": samples, "sampling_rate": rate}`` (seconds), an RGB image (pixels), a video as the
+    path of a temporary file (bytes)."""
+    if kind == "audio":
         rate = sampling_rate or 16_000
         samples = decode_audio(raw, rate)
         return Decoded({"raw": samples, "sampling_rate": rate}, len(samples) / rate)
+    if kind == "video":
+        return decode_video(raw)
     image = decode_image(raw)
     return Decoded(image, float(image.width * image.height))
 
 
-def decode_chat(raw: dict, limits: Limits) -> Decoded:
-    """A chat ``{"messages": [{"role": ..., "content": ...}, ...]}`` as the list of messages pipelines take."""
+MEDIA_KIND_OF_KEY: dict[str, MediaKind] = {
+    "image": "image",
+    "images": "image",
+    "assets": "image",
+    "audio": "audio",
+    "audios": "audio",
+    "video": "video",
+    "videos": "video",
+}
+"""Which media a fetched object stands for, by the key it sits under (chat parts: by their ``type``)."""
+_LABELS = frozenset({"role", "type"})
+"""Keys of chat messages and parts that label content rather than carry it (not counted in the size)."""
+
+
+def decode_media_in(value: Any, sampling_rate: int | None = None, kind: MediaKind | None = None) -> Decoded:
+    """``value`` (a dict input or a chat) with each fetched object in it decoded as the media its key names;
+    the size is the sum of the media's and the text's sizes."""
+    resources: list[IO[bytes]] = []
+    size = 0.0
+
+    def walk(node: Any, kind: MediaKind | None) -> Any:
+        nonlocal size
+        if isinstance(node, bytes) or hasattr(node, "read"):
+            if kind is None:
+                raise WrongInputKind("media where none is expected: put it under image(s), audio(s) or video(s)")
+            decoded = decode_media(kind, node, sampling_rate)
+            resources.extend(decoded.resources)
+            size += decoded.size
+            return decoded.value
+        if isinstance(node, dict):
+            part_kind = node.get("type") if node.get("type") in ("image", "audio", "video") else None
+            return {
+                key: item if key in _LABELS else walk(item, MEDIA_KIND_OF_KEY.get(key, part_kind or kind))
+                for key, item in node.items()
+            }
+        if isinstance(node, list):
+            return [walk(item, kind) for item in node]
+        if isinstance(node, str):
+            size += len(node)
+        return node
+
+    try:
+        return Decoded(walk(value, kind), size, resources)
+    except BaseException:
+        Decoded(None, 0.0, resources).release()
+        raise
+
+
+def decode_chat(raw: dict, limits: Limits, sampling_rate: int | None = None) -> Decoded:
+    """A chat ``{"messages": [{"role": ..., "content": ...}, ...]}`` as the list of messages pipelines take;
+    media in content parts (``{"type": "image", "image": <reference>}``) decoded."""
     try:
         messages = chat_messages(raw)
     except InvalidJob as exc:
@@ -63,7 +132,7 @@ def decode_chat(raw: dict, limits: Limits) -> Decoded:
     size = chat_size(messages)
     if size > limits.max_text_chars:
         raise UnreadableMedia(f"chat of {size} characters exceeds the limit of {limits.max_text_chars}")
-    return Decoded([dict(message) for message in messages], float(size))
+    return decode_media_in(messages, sampling_rate)
 
 
 def _text(raw: str | Media, limits: Limits) -> str:
@@ -100,6 +169,28 @@ def decode_audio(data: Media | str | os.PathLike, sampling_rate: int) -> np.ndar
     if not chunks or sum(len(c) for c in chunks) == 0:
         raise UnreadableMedia("unreadable audio: no samples could be decoded")
     return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def decode_video(data: Media) -> Decoded:
+    """A video as the path of a temporary copy (pipelines open videos by path), checked to hold a video stream;
+    the size is its length in bytes. The file lives until the Decoded input is released."""
+    copy = tempfile.NamedTemporaryFile(prefix="pipeq-video-", suffix=".video")  # noqa: SIM115 (released later)
+    try:
+        if isinstance(data, bytes | bytearray):
+            copy.write(data)
+        else:
+            shutil.copyfileobj(data, copy)
+        copy.flush()
+        try:
+            with av.open(copy.name, mode="r") as container:
+                if not container.streams.video:
+                    raise UnreadableMedia("unreadable video: the file has no video stream")
+        except (av.error.FFmpegError, ValueError, IndexError) as exc:
+            raise UnreadableMedia(f"unreadable video: {exc}") from None
+    except BaseException:
+        copy.close()
+        raise
+    return Decoded(copy.name, float(copy.tell()), [copy])
 
 
 def decode_image(data: Media) -> Image.Image:

@@ -248,9 +248,13 @@ class Engine:
         outcomes: list[Any] = list(batch.inputs)
         if ok:
             spec = task_spec(batch.entry.task)
-            results = run_group(
-                batch.pipe, spec, batch.parameters, batch.entry.batch_size, [batch.inputs[i] for i in ok]
-            )
+            try:
+                results = run_group(
+                    batch.pipe, spec, batch.parameters, batch.entry.batch_size, [batch.inputs[i] for i in ok]
+                )
+            finally:
+                for i in ok:
+                    batch.inputs[i].release()  # temporary files (videos)
             for i, result in zip(ok, results, strict=True):
                 outcomes[i] = result
         finished = now()

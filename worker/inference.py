@@ -10,12 +10,11 @@ is split in halves until the inputs that fail are alone: they fail, the others s
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from config.tasks import TaskSpec
 from worker.decoding import Decoded
 from worker.errors import PipelineError
 from worker.memory import free_accelerator_memory, is_out_of_memory, out_of_memory_message
+from worker.outputs import to_jsonable
 
 SIMILAR = 0.75
 """Smallest item size in a run, relative to the run's largest: at most a quarter of a run is padding."""
@@ -108,18 +107,3 @@ def _single_shape(spec: TaskSpec, params: dict, value: Any, output: Any, tokens:
         # Batched calls pad every item to the longest in its batch; drop the padding rows.
         return [row[:tokens] for row in output]
     return output
-
-
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON types for pipeline outputs (numpy and torch values, tuples)."""
-    if isinstance(value, dict):
-        return {str(key): to_jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(item) for item in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if hasattr(value, "detach") and hasattr(value, "tolist"):
-        return value.detach().cpu().tolist()
-    return value

@@ -14,10 +14,11 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
-from pipeq.contract import DictInput, InlineInput, JobInput, ObjectInput, TextInput
+from pipeq.contract import DictInput, InlineInput, JobInput, ObjectInput, TextInput, replace_media
 from worker.errors import JobFailure, MediaNotFound, MediaTooLarge
 
 Fetched = str | bytes | dict | IO[bytes]
+"""Text, media bytes, a spooled object, or a dict input with each media reference replaced by its bytes or file."""
 SPOOL_BYTES = 8 * 1024 * 1024
 """Objects larger than this go to a temporary file instead of memory."""
 READ_CHUNK = 1024 * 1024
@@ -50,7 +51,17 @@ class MediaFetcher:
         if isinstance(item, InlineInput):
             return item.data
         if isinstance(item, DictInput):
-            return dict(item.value)
+            fetched: list[Fetched] = []
+
+            def fetch_reference(ref: ObjectInput | InlineInput) -> Fetched:
+                fetched.append(self.fetch(ref))
+                return fetched[-1]
+
+            try:
+                return replace_media(item.value, fetch_reference)
+            except BaseException:
+                release(fetched)  # the objects fetched before the one that failed
+                raise
         return self._get_object(item)
 
     def _get_object(self, ref: ObjectInput) -> bytes | IO[bytes]:
@@ -96,6 +107,11 @@ class MediaFetcher:
 
 
 def release(value: Fetched | Any) -> None:
-    """Free what a fetched value holds: a spooled object's temporary file is closed, hence deleted."""
-    if hasattr(value, "close") and hasattr(value, "read"):
+    """Free what a fetched value holds: spooled objects' temporary files (in dicts too) are closed, hence deleted."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            release(item)
+    elif hasattr(value, "close") and hasattr(value, "read"):
         value.close()

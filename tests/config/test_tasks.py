@@ -2,12 +2,14 @@
 
 import inspect
 import pydoc
+import typing
 
 import pytest
 from transformers import GenerationConfig
-from transformers.pipelines import SUPPORTED_TASKS
+from transformers.pipelines import SUPPORTED_TASKS, TASK_ALIASES
 
-from config.tasks import GENERATE_KWARGS, TASKS, task_spec
+from config.tasks import GENERATE_KWARGS, TASKS, Modality, task_spec
+from config.tasks import TASK_ALIASES as OUR_ALIASES
 
 # Parameters a pipeline takes through its **kwargs: tokenizer arguments, generation arguments.
 THROUGH_KWARGS = {
@@ -42,9 +44,18 @@ def test_generation_options_are_generation_config_fields():
 def test_required_parameters_are_listed_and_modalities_known(name):
     spec = TASKS[name]
     assert spec.required <= spec.parameters
-    assert spec.modality in ("text", "audio", "image")
+    assert spec.modality in typing.get_args(Modality)
+    assert spec.required_input_keys <= spec.dict_input_keys
+    assert (spec.modality == "dict") <= bool(spec.dict_input_keys)
+
+
+def test_every_task_of_the_pinned_transformers_is_served():
+    assert set(TASKS) == set(SUPPORTED_TASKS)
+    assert OUR_ALIASES == TASK_ALIASES
+    for alias, task in TASK_ALIASES.items():
+        assert task_spec(alias).name == task
 
 
 def test_unknown_tasks_list_the_served_ones():
-    with pytest.raises(ValueError, match="pipeq serves: audio-classification, automatic-speech-recognition"):
+    with pytest.raises(ValueError, match="pipeq serves: any-to-any, audio-classification, automatic-speech-recognition"):
         task_spec("translate-my-cat")

@@ -3,7 +3,8 @@
 from config.tasks import TASKS
 from worker.decoding import Decoded
 from worker.errors import PipelineError
-from worker.inference import run_group, to_jsonable
+from worker.inference import run_group
+from worker.outputs import to_jsonable
 
 
 class FakePipeline:
