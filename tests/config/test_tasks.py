@@ -57,5 +57,5 @@ def test_every_task_of_the_pinned_transformers_is_served():
 
 
 def test_unknown_tasks_list_the_served_ones():
-    with pytest.raises(ValueError, match="pipeq serves: any-to-any, audio-classification, automatic-speech-recognition"):
+    with pytest.raises(ValueError, match="pipeq serves: any-to-any, audio-classification, automatic-speech"):
         task_spec("translate-my-cat")
