@@ -6,6 +6,7 @@ either frame by frame, so only the decoded samples are held whole.
 """
 
 import io
+import itertools
 import os
 import shutil
 import tempfile
@@ -185,6 +186,8 @@ def decode_video(data: Media) -> Decoded:
             with av.open(copy.name, mode="r") as container:
                 if not container.streams.video:
                     raise UnreadableMedia("unreadable video: the file has no video stream")
+                if len(list(itertools.islice(container.decode(video=0), 2))) < 2:
+                    raise UnreadableMedia("unreadable video: it has fewer than two frames (a still image?)")
         except (av.error.FFmpegError, ValueError, IndexError) as exc:
             raise UnreadableMedia(f"unreadable video: {exc}") from None
     except BaseException:

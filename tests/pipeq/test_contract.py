@@ -6,7 +6,17 @@ import pytest
 
 from config.settings import Limits
 from config.tasks import task_spec
-from pipeq.contract import DictInput, InlineInput, InvalidJob, Job, ObjectInput, TextInput, make_input
+from pipeq.contract import (
+    DictInput,
+    InlineInput,
+    InvalidJob,
+    Job,
+    ObjectInput,
+    TextInput,
+    make_input,
+    media_references,
+    replace_media,
+)
 
 
 def test_a_job_round_trips_through_json_with_its_version():
@@ -83,3 +93,57 @@ def test_media_tasks_refuse_text(task):
         parameters = {"candidate_labels": ["a"], "question": "q?"}
         parameters = {k: v for k, v in parameters.items() if k in task_spec(task).parameters}
         Job(task=task, model="m", input=make_input("hello"), parameters=parameters).check(Limits())
+
+
+def test_media_inside_dict_inputs_travels_by_reference():
+    value = {"images": [b"\x89PNG", "s3://media/cat.png"], "text": "s3://not/a/reference"}
+    job = Job(task="image-text-to-text", model="m", input=make_input(value))
+    wire = json.loads(job.model_dump_json())["input"]["value"]
+    assert wire["images"] == [{"kind": "inline", "data": "iVBORw=="}, {"kind": "s3", "uri": "s3://media/cat.png"}]
+    assert wire["text"] == "s3://not/a/reference"  # text, not a media key
+    assert Job.model_validate_json(job.model_dump_json()) == job
+    assert media_references(job.input.value) == [InlineInput(data=b"\x89PNG"), ObjectInput(uri="s3://media/cat.png")]
+
+
+def test_replace_media_swaps_each_reference_and_keeps_the_rest():
+    value = make_input({"messages": [{"role": "user", "content": [{"type": "image", "url": "s3://b1/k"}]}]}).value
+    replaced = replace_media(value, lambda ref: ref.key.upper())
+    assert replaced == {"messages": [{"role": "user", "content": [{"type": "image", "url": "K"}]}]}
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ({"images": {"kind": "inline", "data": "not base64!"}}, "not valid base64"),
+        ({"images": {"kind": "s3", "uri": "http://x/y"}}, "s3://bucket/key"),
+        ({"images": {"kind": "inline", "data": "AA==", "extra": 1}}, "inline media reference"),
+    ],
+)
+def test_malformed_references_are_refused(value, match):
+    with pytest.raises(ValueError, match=match):
+        make_input(value)
+
+
+def test_dict_only_tasks_need_their_keys_and_inline_media_within_limits():
+    limits = Limits(max_inline_bytes=4)
+    with pytest.raises(InvalidJob, match="needs the dict input key"):
+        Job(task="table-question-answering", model="m", input=make_input({"query": "q"})).check(limits)
+    with pytest.raises(InvalidJob, match="takes a dict input"):
+        Job(task="keypoint-matching", model="m", input=make_input("s3://media/a.png")).check(limits)
+    with pytest.raises(InvalidJob, match="inline media of 5 bytes exceeds the limit of 4"):
+        Job(task="keypoint-matching", model="m", input=make_input({"images": [b"abc", b"de"]})).check(limits)
+    Job(task="keypoint-matching", model="m", input=make_input({"images": [b"ab", b"cd"]})).check(limits)
+
+
+def test_chat_text_is_measured_without_its_media():
+    chat = {
+        "messages": [
+            {"role": "user", "content": [{"type": "image", "image": b"x" * 50}, {"type": "text", "text": "hi"}]}
+        ]
+    }
+    Job(task="image-text-to-text", model="m", input=make_input(chat)).check(Limits(max_text_chars=2))
+
+
+def test_task_aliases_name_the_task_itself():
+    assert Job(task="ner", model="m", input=TextInput(text="x")).task == "token-classification"
+    assert Job(task="sentiment-analysis", model="m", input=TextInput(text="x")).task == "text-classification"

@@ -34,6 +34,24 @@ def offline_client(redis_url, s3_endpoint, tiny_models):
         (TEXT, "hi", {"job_id": "has spaces in it"}, "job id"),
         (TEXT, "hi", {"webhook": "ftp://example.com/hook"}, "http:// or https://"),
         ("feature-extraction", "hi", {"model": model_name(TEXT)}, "serves text-classification"),
+        (
+            "table-question-answering",
+            {"query": "how many?"},
+            {"model": model_name("table-question-answering")},
+            "needs the dict input key(s) table",
+        ),
+        (
+            "keypoint-matching",
+            "s3://media/a.png",
+            {"model": model_name("keypoint-matching")},
+            "takes a dict input with the key(s) images",
+        ),
+        (
+            "image-text-to-text",
+            {"images": {"kind": "inline", "data": "%%"}},
+            {"model": model_name("image-text-to-text")},
+            "not valid base64",
+        ),
     ],
 )
 def test_invalid_jobs_are_refused_before_anything_is_enqueued(offline_client, task, input, kwargs, message):
@@ -74,3 +92,9 @@ def test_waiting_past_the_timeout_raises(offline_client):
     job_id = client.submit(TEXT, "nobody consumes this queue")
     with pytest.raises(TimeoutError, match=r"not done after 0\.3 s"):
         client.wait(job_id, timeout=0.3)
+
+
+def test_task_aliases_reach_the_task_itself(offline_client):
+    client, _ = offline_client
+    job, queue = client.make_job("sentiment-analysis", "great", model=model_name(TEXT))
+    assert (job.task, queue) == (TEXT, "pipeq")

@@ -52,3 +52,18 @@ def picture(width: int = 64, height: int = 48, seed: int = 0, fmt: str = "PNG") 
 def truncated(data: bytes, keep: int = 40) -> bytes:
     """The first ``keep`` bytes of a real file: a corrupt file of the same type."""
     return data[:keep]
+
+
+def video(frames: int = 8, width: int = 64, height: int = 48, seed: int = 0) -> bytes:
+    """A short MPEG-4 video of ``frames`` different pictures at 8 frames a second."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            image = Image.open(io.BytesIO(picture(width, height, seed=seed + i)))
+            container.mux(stream.encode(av.VideoFrame.from_image(image)))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()

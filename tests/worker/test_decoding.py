@@ -1,11 +1,15 @@
 """Decoding fetched media per modality, with real speech and pictures, and corrupt files."""
 
+import io
+from pathlib import Path
+
+import av
 import pytest
 
 from config.settings import Limits
 from config.tasks import TASKS
-from tests.support.media import encode_audio, picture, speech, truncated
-from worker.decoding import decode, decode_audio
+from tests.support.media import encode_audio, picture, speech, truncated, video
+from worker.decoding import decode, decode_audio, decode_media_in
 from worker.errors import UnreadableMedia, WrongInputKind
 
 ASR = TASKS["automatic-speech-recognition"]
@@ -66,3 +70,50 @@ def test_text_objects_must_be_utf8_and_within_limits():
         decode(TEXT, b"\xff\xfe\x00bad", Limits())
     with pytest.raises(UnreadableMedia, match="exceeds the limit"):
         decode(TEXT, "x" * 11, Limits(max_text_chars=10))
+
+
+def test_media_inside_a_dict_decodes_by_the_key_it_sits_under(samples):
+    wav = encode_audio(samples, "WAV")
+    raw = {"images": [picture(40, 30), io.BytesIO(picture(20, 10))], "audio": wav, "text": "describe"}
+    decoded = decode_media_in(raw)
+    assert [image.size for image in decoded.value["images"]] == [(40, 30), (20, 10)]
+    assert decoded.value["audio"]["sampling_rate"] == 16_000
+    assert decoded.value["text"] == "describe"
+    assert decoded.size == pytest.approx(40 * 30 + 20 * 10 + len(samples) / 16_000 + len("describe"), rel=1e-3)
+
+
+def test_chat_parts_decode_by_their_type():
+    chat = {
+        "messages": [{"role": "user", "content": [{"type": "image", "url": picture()}, {"type": "text", "text": "hi"}]}]
+    }
+    decoded = decode(TASKS["image-text-to-text"], chat, Limits())
+    part = decoded.value[0]["content"][0]
+    assert part["type"] == "image" and part["url"].size == (64, 48)
+    assert decoded.size == 64 * 48 + len("hi")
+
+
+def test_media_where_none_is_expected_is_the_wrong_kind():
+    with pytest.raises(WrongInputKind, match="media where none is expected"):
+        decode(TASKS["table-question-answering"], {"table": picture(), "query": "q"}, Limits())
+    with pytest.raises(UnreadableMedia):
+        decode(TASKS["keypoint-matching"], {"images": [picture(), truncated(picture())]}, Limits())
+
+
+def test_a_dict_only_task_refuses_plain_media():
+    with pytest.raises(WrongInputKind, match="takes a dict input"):
+        decode(TASKS["keypoint-matching"], picture(), Limits())
+
+
+def test_videos_become_temporary_files_that_go_with_their_input():
+    decoded = decode(TASKS["video-classification"], video(), Limits())
+    path = Path(decoded.value)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 8
+    decoded.release()
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("data", [picture(), truncated(video()), b"not a video"])
+def test_what_is_not_a_video_is_unreadable(data):
+    with pytest.raises(UnreadableMedia, match="unreadable video"):
+        decode(TASKS["video-classification"], data, Limits())

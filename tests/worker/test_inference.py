@@ -4,7 +4,6 @@ from config.tasks import TASKS
 from worker.decoding import Decoded
 from worker.errors import PipelineError
 from worker.inference import run_group
-from worker.outputs import to_jsonable
 
 
 class FakePipeline:
@@ -50,10 +49,3 @@ def test_one_bad_input_fails_alone_and_the_rest_succeed():
     assert "cannot handle 'bad'" in str(results[2])
     assert [r["text"] for i, r in enumerate(results) if i != 2] == ["ONE", "TWO", "FOUR", "FIVE"]
     assert len(pipe.calls) > 1  # the batch was split to find the culprit
-
-
-def test_to_jsonable_turns_numpy_and_tuples_into_json_types():
-    import numpy as np
-
-    value = {"chunks": [{"timestamp": (np.float32(0.5), 1.0)}], "score": np.float64(0.25), "v": np.arange(2)}
-    assert to_jsonable(value) == {"chunks": [{"timestamp": [0.5, 1.0]}], "score": 0.25, "v": [0, 1]}
