@@ -8,7 +8,6 @@ fail again on every redelivery.
 """
 
 import logging
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -90,23 +89,10 @@ def batching_strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Any:
             return
         if entry.name != job.model:
             job = job.model_copy(update={"model": entry.name})
-        consumer.pipeq_engine.submit(Delivery(job, settle, requeue, _toucher(message)))
+        touch = getattr(getattr(getattr(message, "channel", None), "qos", None), "touch", None)
+        consumer.pipeq_engine.submit(Delivery(job, settle, requeue, touch, message.delivery_tag))
 
     return on_message
-
-
-def _toucher(message: Any) -> Callable[[], None]:
-    """Keeps ``message`` from being redelivered while its job waits or runs (a no-op off pipeq's transport)."""
-    channel = getattr(message, "channel", None)
-    touch = getattr(getattr(channel, "qos", None), "touch", None)
-    if touch is None:
-        return _no_touch
-    tag = message.delivery_tag
-    return lambda: touch([tag])
-
-
-def _no_touch() -> None:
-    return None
 
 
 def _fail_unreadable(store: RecordStore, message: Any, exc: Exception) -> None:

@@ -47,8 +47,11 @@ class Delivery:
     job: Job
     ack: Callable[[], None]
     requeue: Callable[[], None]
-    touch: Callable[[], None] = lambda: None
-    """Tells the broker the message is still being worked on (restarts its visibility timeout)."""
+    touch: Callable[[list[Any]], Any] | None = None
+    """``touch(tags)`` tells the broker these messages are still being worked on (restarts their visibility
+    timeout); None off pipeq's transport. Deliveries sharing it are touched in one call."""
+    tag: Any = None
+    """The message's delivery tag, what ``touch`` takes."""
 
 
 @dataclass
@@ -110,12 +113,16 @@ class Engine:
         """Touch every delivery not yet settled, so none reaches the broker's visibility timeout."""
         with self._held_lock:
             held = list(self._held.values())
-        failed = 0
+        tags_by_touch: dict[Callable[[list[Any]], Any], list[Any]] = {}
         for delivery in held:
+            if delivery.touch is not None:
+                tags_by_touch.setdefault(delivery.touch, []).append(delivery.tag)
+        failed = 0
+        for touch, tags in tags_by_touch.items():  # one round trip per broker channel
             try:
-                delivery.touch()
+                touch(tags)
             except Exception:
-                failed += 1
+                failed += len(tags)
         if failed:
             log.warning("could not extend the visibility of %d of %d held job(s)", failed, len(held))
 

@@ -74,3 +74,21 @@ def test_jobs_waiting_longer_than_the_visibility_timeout_run_once(keepalive_setu
     assert waited > 2 * VISIBILITY, f"the last job waited only {waited:.1f} s: nothing to keep alive"
     assert pushes.count == 0, f"{pushes.count} job(s) were redelivered while the worker held them"
     assert {record.attempts for record in records.values()} == {1}
+
+
+def test_held_messages_are_touched_in_one_call_per_channel(settings):
+    from pipeq.contract import Job, TextInput
+    from worker.engine import Delivery, Engine
+
+    calls: list[tuple[str, list[int]]] = []
+
+    def channel(name: str):
+        return lambda tags: calls.append((name, sorted(tags)))
+
+    first, second = channel("first"), channel("second")
+    engine = Engine(settings, store=None, fetcher=None, pipelines=None)
+    job = Job(task=TEXT, model="tiny-text-classification", input=TextInput(text="x"))
+    for tag, touch in [(1, first), (2, second), (3, first), (4, None)]:
+        engine.submit(Delivery(job, ack=lambda: None, requeue=lambda: None, touch=touch, tag=tag))
+    engine.touch_held()
+    assert sorted(calls) == [("first", [1, 3]), ("second", [2])]
