@@ -72,15 +72,21 @@ def test_a_spooled_object_over_the_limit_is_refused(sentence, s3, upload):
         fetcher.close()
 
 
-def test_minutes_of_speech_are_transcribed_in_chunks(sentence, worker, client, upload):
-    """Two minutes through the worker: the random tiny model's CTC output makes ten take ~100 s on 2 cores."""
-    ogg = long_recording(sentence, "OGG", "VORBIS", minutes=2, compression_level=1.0)
+def test_ten_minutes_of_speech_are_transcribed_in_chunks_with_timestamps(sentence, worker, client, upload, reference):
+    """Ten minutes from object storage through the worker, in 10 s chunks with 2 s strides, word timestamps: the
+    same transcript as the pipeline's on the same samples."""
+    ogg = long_recording(sentence, "OGG", "VORBIS", compression_level=1.0)
     assert len(ogg) <= MAX_MEDIA_BYTES
-    parameters = {"chunk_length_s": 10, "stride_length_s": 2}
+    parameters = {"chunk_length_s": 10, "stride_length_s": 2, "return_timestamps": "word"}
     job = client.submit(ASR, upload(ogg, ".ogg"), model=f"tiny-{ASR}", parameters=parameters)
-    record = client.wait(job, timeout=120)
+    record = client.wait(job, timeout=300)
     assert record.state == "succeeded", record.error
-    assert isinstance(record.result["text"], str)
+    expected = reference(ASR)({"raw": decode_audio(ogg, SAMPLING_RATE), "sampling_rate": SAMPLING_RATE}, **parameters)
+    assert same(record.result, expected)
+    chunks = record.result["chunks"]
+    ends = [chunk["timestamp"][1] for chunk in chunks]
+    assert ends == sorted(ends)  # stitched in order across the chunk boundaries
+    assert MINUTES * 60 * 0.5 < ends[-1] <= MINUTES * 60 + len(sentence) / SAMPLING_RATE  # spans the recording
 
 
 @pytest.mark.parametrize("timestamps", ["word", "char"])
