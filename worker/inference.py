@@ -51,25 +51,37 @@ def run_group(pipe: Any, spec: TaskSpec, params: dict, batch_size: int, items: S
         for i, output in zip(indices, outputs, strict=True):
             results[i] = to_jsonable(_single_shape(spec, params, items[i].value, output, tokens and tokens[i]))
 
-    for chunk in similar_size_runs(order, sizes, 1 if _alone(pipe, spec, params) else batch_size):
+    padding_matters = padding_changes_results(pipe, spec)
+    similar = 1.0 if padding_matters else SIMILAR  # then only inputs of the very same length share a call
+    for chunk in similar_size_runs(order, sizes, 1 if _alone(spec, params, padding_matters) else batch_size, similar):
         run(chunk)
     return results
 
 
-def _alone(pipe: Any, spec: TaskSpec, params: dict) -> bool:
-    """Long audio is cut in chunks that the pipeline batches across inputs; without an attention mask the
-    padding of short last chunks changes the results, so then each job gets a call of its own (its chunks
-    still share batches of ``batch_size``)."""
-    if spec.name != "automatic-speech-recognition" or not params.get("chunk_length_s"):
+def padding_changes_results(pipe: Any, spec: TaskSpec) -> bool:
+    """Audio models fed zero padding without an attention mask (wav2vec2-base and the like) give a padded input
+    other results than the input alone; feature extractors that pad every input to one length (Whisper's 30 s,
+    ``n_samples``) do not."""
+    extractor = getattr(pipe, "feature_extractor", None)
+    if spec.modality != "audio" or extractor is None or getattr(extractor, "return_attention_mask", True):
         return False
-    return not getattr(getattr(pipe, "feature_extractor", None), "return_attention_mask", False)
+    return getattr(extractor, "n_samples", None) is None
 
 
-def similar_size_runs(order: list[int], sizes: Sequence[float], max_items: int) -> list[list[int]]:
-    """Cut indices sorted by decreasing size into runs of at most ``max_items`` similar sizes."""
+def _alone(spec: TaskSpec, params: dict, padding_matters: bool) -> bool:
+    """Long audio is cut in chunks that the pipeline batches across inputs; where padding changes results, the
+    padded short last chunks would, so then each job gets a call of its own (its chunks still share batches)."""
+    return spec.name == "automatic-speech-recognition" and bool(params.get("chunk_length_s")) and padding_matters
+
+
+def similar_size_runs(
+    order: list[int], sizes: Sequence[float], max_items: int, similar: float = SIMILAR
+) -> list[list[int]]:
+    """Cut indices sorted by decreasing size into runs of at most ``max_items``, none smaller than ``similar``
+    times the run's largest."""
     runs: list[list[int]] = []
     for i in order:
-        if not runs or len(runs[-1]) >= max_items or sizes[i] < SIMILAR * sizes[runs[-1][0]]:
+        if not runs or len(runs[-1]) >= max_items or sizes[i] < similar * sizes[runs[-1][0]]:
             runs.append([])
         runs[-1].append(i)
     return runs

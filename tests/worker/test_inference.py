@@ -3,7 +3,7 @@
 from config.tasks import TASKS
 from worker.decoding import Decoded
 from worker.errors import PipelineError
-from worker.inference import run_group
+from worker.inference import SIMILAR, run_group
 
 
 class FakePipeline:
@@ -49,3 +49,34 @@ def test_one_bad_input_fails_alone_and_the_rest_succeed():
     assert "cannot handle 'bad'" in str(results[2])
     assert [r["text"] for i, r in enumerate(results) if i != 2] == ["ONE", "TWO", "FOUR", "FIVE"]
     assert len(pipe.calls) > 1  # the batch was split to find the culprit
+
+
+class CountingPipeline:
+    """A real pipeline that counts how many inputs each call gets."""
+
+    def __init__(self, pipe) -> None:
+        self.pipe, self.feature_extractor, self.calls = pipe, pipe.feature_extractor, []
+
+    def __call__(self, inputs, **params):
+        self.calls.append(len(inputs) if isinstance(inputs, list) else 1)
+        return self.pipe(inputs, **params)
+
+
+def test_speech_without_an_attention_mask_shares_calls_only_with_speech_of_the_same_length(reference):
+    """wav2vec2-style models see zero padding as sound: a padded clip would get another transcript."""
+    from tests.support.compare import same
+    from tests.support.media import speech
+
+    asr = TASKS["automatic-speech-recognition"]
+    pipe = CountingPipeline(reference(asr.name))
+    long, shorter = (
+        speech("hello there this is a long sentence to make the clip"),
+        speech("hello there this is a long sentence to make"),
+    )
+    assert SIMILAR * len(long) < len(shorter) < len(long)  # similar enough to share a call, were padding harmless
+    clips = [long, shorter, long.copy(), shorter.copy()]
+    items = [Decoded({"raw": clip, "sampling_rate": 16_000}, len(clip) / 16_000) for clip in clips]
+    results = run_group(pipe, asr, {}, 8, items)
+    alone = [reference(asr.name)({"raw": clip, "sampling_rate": 16_000}) for clip in clips]
+    assert all(same(result, expected) for result, expected in zip(results, alone, strict=True))
+    assert sorted(pipe.calls) == [2, 2]  # the two equal pairs, each in one call
