@@ -158,18 +158,36 @@ def cpu_seconds() -> tuple[float, float]:
     return machine, sum(usage.ru_utime + usage.ru_stime for usage in mine)
 
 
-def write_config(path: Path, redis_url: str, db: int, model: Path, queue: str, **batching: float | int) -> Path:
-    """A PIPEQ_CONFIG file: private Redis (broker db ``db``, records ``db + 1``), one catalogue entry, no S3."""
+def toml_value(value: Any) -> str:
+    """``value`` in TOML: JSON for strings, numbers and lists; an inline table for a dict."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + "}"
+    return json.dumps(value)
+
+
+def write_config(
+    path: Path,
+    redis_url: str,
+    db: int,
+    model: Path,
+    queue: str,
+    task: str = TASK,
+    settings: dict[str, Any] | None = None,
+    **entry: Any,
+) -> Path:
+    """A PIPEQ_CONFIG file: private Redis (broker db ``db``, records ``db + 1``), other ``settings``, and one
+    catalogue entry serving ``task`` with the ``entry`` fields given (max_batch, batch_size, dtype, ...)."""
     lines = [
         f'broker_url = "{redis_url}/{db}"',
         f'result_backend = "{redis_url}/{db + 1}"',
+        *(f"{key} = {toml_value(value)}" for key, value in (settings or {}).items()),
         "",
         "[[models]]",
         f'name = "{MODEL}"',
         f"id = {json.dumps(str(model))}",
-        f'task = "{TASK}"',
+        f'task = "{task}"',
         f'queue = "{queue}"',
-        *(f"{key} = {value}" for key, value in batching.items()),
+        *(f"{key} = {toml_value(value)}" for key, value in entry.items()),
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -196,9 +214,11 @@ def worker_process(config: Path, queue: str, log: Path) -> Iterator[subprocess.P
                 process.wait()
 
 
-def wait_ready(client: Client, process: subprocess.Popen[bytes], log: Path, texts: list[str]) -> None:
+def wait_ready(
+    client: Client, process: subprocess.Popen[bytes], log: Path, inputs: list[Any], task: str = TASK
+) -> None:
     """Block until the worker has loaded the model and answered a warm-up batch."""
-    ids = client.submit_many(TASK, texts, model=MODEL)
+    ids = client.submit_many(task, inputs, model=MODEL)
     deadline = time.monotonic() + 300
     while True:
         if process.poll() is not None:
@@ -213,20 +233,21 @@ def wait_ready(client: Client, process: subprocess.Popen[bytes], log: Path, text
         raise RuntimeError(f"warm-up jobs failed: {[r.error for r in records.values() if r.error]}")
 
 
-def pipeq_throughput(client: Client, texts: list[str]) -> dict[str, Any]:
+def pipeq_throughput(client: Client, inputs: list[Any], task: str = TASK, **parameters: Any) -> dict[str, Any]:
     """All jobs submitted at once; jobs/s from the first submit to the last result, plus how they were batched."""
     start = time.perf_counter()
-    ids = client.submit_many(TASK, texts, model=MODEL)
+    ids = client.submit_many(task, inputs, model=MODEL, parameters=parameters or None)
     submitted = time.perf_counter()
     records = list(client.wait_many(ids, timeout=3600).values())
     seconds = time.perf_counter() - start
     failed = [record for record in records if record.state != "succeeded"]
     if failed:
         raise RuntimeError(f"{len(failed)} job(s) failed, e.g. {failed[0].error}")
+    jobs = len(inputs)
     started = [record.started_at for record in records if record.started_at]
     finished = [record.finished_at for record in records if record.finished_at]
     return {
-        "jobs_per_s": len(texts) / seconds,
+        "jobs_per_s": jobs / seconds,
         "seconds": seconds,
         "submit_seconds": submitted - start,
         "batches": len(set(started)),  # a batch's jobs share one started_at

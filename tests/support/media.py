@@ -36,6 +36,16 @@ def encode_audio(samples: np.ndarray, fmt: str, sampling_rate: int = SAMPLING_RA
     return buffer.getvalue()
 
 
+def repeated(samples: np.ndarray, fmt: str, subtype: str, minutes: float, **options: float) -> bytes:
+    """``samples`` repeated to at least ``minutes``, encoded block by block (libsndfile crashes on one huge write)."""
+    repeats = int(np.ceil(minutes * 60 * SAMPLING_RATE / len(samples)))
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", SAMPLING_RATE, 1, format=fmt, subtype=subtype, **options) as file:
+        for _ in range(repeats):
+            file.write(samples)
+    return buffer.getvalue()
+
+
 def picture(width: int = 64, height: int = 48, seed: int = 0, fmt: str = "PNG") -> bytes:
     """A small picture with shapes, as PNG or JPEG bytes."""
     rng = np.random.default_rng(seed)

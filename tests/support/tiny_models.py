@@ -94,26 +94,26 @@ def build_feature_extraction(path: Path) -> Path:
     return _bert(path, None, _TINY)
 
 
-def build_ctc_asr(path: Path) -> Path:
-    """Tiny Wav2Vec2ForCTC with a character-level CTC tokenizer and a 16 kHz feature extractor."""
+def build_ctc_asr(path: Path, *, size: str = "tiny") -> Path:
+    """Wav2Vec2ForCTC with a character-level CTC tokenizer and a 16 kHz feature extractor; ``size`` "tiny" (no
+    attention mask, like wav2vec2-base), or "base" (wav2vec2-base's shape, 95 M parameters, with layer norm and an
+    attention mask like wav2vec2-large-lv60, so padded batches match single calls: for benchmarks)."""
     path.mkdir(parents=True, exist_ok=True)
     vocab_file = path / "vocab.json"
     vocab_file.write_text(json.dumps({token: i for i, token in enumerate(_CTC_VOCAB)}))
     tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), word_delimiter_token="|")
     extractor = Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=size != "tiny"
     )
-    config = Wav2Vec2Config(
-        vocab_size=len(_CTC_VOCAB),
-        pad_token_id=0,
-        # A frame per 20 ms (stride 320) as in the real wav2vec2: attention over a 10 s chunk stays cheap.
-        conv_dim=(16, 16, 16, 16),
-        conv_kernel=(10, 4, 4, 4),
-        conv_stride=(5, 4, 4, 4),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        **_TINY,
-    )
+    # A frame per 20 ms (stride 320) as in the real wav2vec2: attention over a 10 s chunk stays cheap.
+    tiny = {"conv_dim": (16,) * 4, "conv_kernel": (10, 4, 4, 4), "conv_stride": (5, 4, 4, 4), **_TINY}
+    shape = {
+        "tiny": {**tiny, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2},
+        "base": {"feat_extract_norm": "layer", "do_stable_layer_norm": True},
+    }
+    if size not in shape:
+        raise ValueError(f"unknown size {size!r}; expected one of {sorted(shape)}")
+    config = Wav2Vec2Config(vocab_size=len(_CTC_VOCAB), pad_token_id=0, **shape[size])
     torch.manual_seed(0)
     model = Wav2Vec2ForCTC(config).eval()
     return _save(path, model, Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer))

@@ -1,18 +1,16 @@
 """Long audio: ten minutes of real speech spooled from object storage, decoded in bounded memory, transcribed in
 chunks with timestamps; chunks of several jobs share the model's batches."""
 
-import io
 import tracemalloc
 
 import numpy as np
 import pytest
-import soundfile
 
 from config.tasks import TASKS
 from pipeq.contract import ObjectInput
 from tests.conftest import MAX_MEDIA_BYTES
 from tests.support.compare import same
-from tests.support.media import SAMPLING_RATE, encode_audio, speech
+from tests.support.media import SAMPLING_RATE, encode_audio, repeated, speech
 from worker.decoding import Decoded, decode_audio
 from worker.inference import run_group
 from worker.media import MediaFetcher, release
@@ -30,18 +28,8 @@ def sentence() -> np.ndarray:
     return speech(SENTENCE)
 
 
-def long_recording(samples: np.ndarray, fmt: str, subtype: str, minutes: int = MINUTES, **options: float) -> bytes:
-    """``samples`` repeated to at least ten minutes, encoded block by block (libsndfile fails on one huge write)."""
-    repeats = int(np.ceil(minutes * 60 * SAMPLING_RATE / len(samples)))
-    buffer = io.BytesIO()
-    with soundfile.SoundFile(buffer, "w", SAMPLING_RATE, 1, format=fmt, subtype=subtype, **options) as file:
-        for _ in range(repeats):
-            file.write(samples)
-    return buffer.getvalue()
-
-
 def test_a_large_object_is_spooled_to_a_file_and_decoded_in_bounded_memory(sentence, s3, upload):
-    flac = long_recording(sentence, "FLAC", "PCM_16")
+    flac = repeated(sentence, "FLAC", "PCM_16", MINUTES)
     fetcher = MediaFetcher(s3, max_bytes=64 * 1024 * 1024, spool_bytes=1024 * 1024)
     try:
         spooled = fetcher.fetch(ObjectInput(uri=upload(flac, ".flac")))
@@ -63,7 +51,7 @@ def test_a_large_object_is_spooled_to_a_file_and_decoded_in_bounded_memory(sente
 def test_a_spooled_object_over_the_limit_is_refused(sentence, s3, upload):
     from worker.errors import MediaTooLarge
 
-    data = long_recording(sentence[: SAMPLING_RATE * 5], "WAV", "PCM_16")
+    data = repeated(sentence[: SAMPLING_RATE * 5], "WAV", "PCM_16", MINUTES)
     fetcher = MediaFetcher(s3, max_bytes=len(data) - 1, spool_bytes=1024 * 1024)
     try:
         with pytest.raises(MediaTooLarge):
@@ -75,7 +63,7 @@ def test_a_spooled_object_over_the_limit_is_refused(sentence, s3, upload):
 def test_ten_minutes_of_speech_are_transcribed_in_chunks_with_timestamps(sentence, worker, client, upload, reference):
     """Ten minutes from object storage through the worker, in 10 s chunks with 2 s strides, word timestamps: the
     same transcript as the pipeline's on the same samples."""
-    ogg = long_recording(sentence, "OGG", "VORBIS", compression_level=1.0)
+    ogg = repeated(sentence, "OGG", "VORBIS", MINUTES, compression_level=1.0)
     assert len(ogg) <= MAX_MEDIA_BYTES
     parameters = {"chunk_length_s": 10, "stride_length_s": 2, "return_timestamps": "word"}
     job = client.submit(ASR, upload(ogg, ".ogg"), model=f"tiny-{ASR}", parameters=parameters)
