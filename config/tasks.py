@@ -200,6 +200,8 @@ TASKS: dict[str, TaskSpec] = {
             "dict",
             _MULTIMODAL_GENERATION,
             dict_input_keys=frozenset({"images", "text", "messages"}),
+            # {"images": ..., "text": "<image> prompt"}, or a chat; the pipeline reads no dict without both.
+            required_input_keys=frozenset({"images", "text"}),
         ),
         TaskSpec(
             "zero-shot-object-detection",
@@ -254,6 +256,7 @@ TASKS: dict[str, TaskSpec] = {
             "dict",
             _MULTIMODAL_GENERATION | {"generation_mode"},
             dict_input_keys=frozenset({"text", "images", "videos", "audio", "messages"}),
+            required_input_keys=frozenset({"text"}),  # the prompt that places the media; or a chat
         ),
     )
 }

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -20,7 +21,7 @@ from PIL import Image
 
 from config.settings import Limits
 from config.tasks import MediaKind, TaskSpec
-from pipeq.contract import InvalidJob, chat_messages, chat_size
+from pipeq.contract import MEDIA_KEYS, InvalidJob, chat_messages, chat_size
 from worker.errors import UnreadableMedia, WrongInputKind
 
 
@@ -49,9 +50,19 @@ def decode(spec: TaskSpec, raw: str | Media | dict, limits: Limits, sampling_rat
     if isinstance(raw, dict):
         if not spec.dict_input_keys:
             raise WrongInputKind(f"{spec.name} takes no dict input")
+        require_media_references(raw)
+        if spec.name in MULTIMODAL_TASKS:
+            return decode_multimodal(spec, raw, limits, sampling_rate)
         if "messages" in spec.dict_input_keys and ("messages" in raw or spec.modality == "text"):
             return decode_chat(raw, limits, sampling_rate)
-        return decode_media_in(raw, sampling_rate)
+        decoded = decode_media_in(raw, sampling_rate)  # first: media where none is expected is said as such
+        if (check := DICT_INPUT_CHECKS.get(spec.name)) is not None:
+            try:
+                check(decoded.value)
+            except WrongInputKind:
+                decoded.release()
+                raise
+        return decoded
     if spec.modality == "dict":
         raise WrongInputKind(f"{spec.name} takes a dict input, e.g. {{{', '.join(sorted(spec.dict_input_keys))}}}")
     if spec.modality == "text":
@@ -59,7 +70,36 @@ def decode(spec: TaskSpec, raw: str | Media | dict, limits: Limits, sampling_rat
         return Decoded(text, float(len(text)))
     if isinstance(raw, str):
         raise WrongInputKind(f"{spec.name} takes {spec.modality}, not text: pass an s3:// reference or inline bytes")
-    return decode_media(spec.modality, raw, sampling_rate)
+    decoded = decode_media(spec.modality, raw, sampling_rate)
+    if spec.name in BARE_AUDIO_TASKS:
+        decoded.value = decoded.value["raw"]
+    return decoded
+
+
+BARE_AUDIO_TASKS = frozenset({"zero-shot-audio-classification"})
+"""Tasks whose pipeline takes audio as bare samples at its feature extractor's rate, not ``{"raw": ...}``."""
+_TABLE_EXAMPLE = '{"table": {"city": ["Paris", "Rome"], "people": ["2.1 M", "2.8 M"]}, "query": "Which is larger?"}'
+
+
+def check_table_question(raw: dict) -> None:
+    """A table question is ``{"table": {column: [cell, ...], ...}, "query": ...}``: columns of equal length, at
+    least one row, cells as strings; the query a non-empty string, or a list of them (asked in turn)."""
+    table, query = raw.get("table"), raw.get("query")
+    if not isinstance(table, dict) or not table:
+        raise WrongInputKind(f"the table is a dict of columns (name: list of cells), e.g. {_TABLE_EXAMPLE}")
+    for column, cells in table.items():
+        if not isinstance(cells, list) or not all(isinstance(cell, str) for cell in cells):
+            raise WrongInputKind(f'column {column!r} of the table must be a list of strings (numbers too: "42")')
+    lengths = {column: len(cells) for column, cells in table.items()}
+    if len(set(lengths.values())) != 1 or not min(lengths.values()):
+        raise WrongInputKind(f"the table's columns must have the same number of cells, at least one: {lengths}")
+    queries = query if isinstance(query, list) else [query]
+    if not queries or not all(isinstance(text, str) and text.strip() for text in queries):
+        raise WrongInputKind("the query is a non-empty string, or a list of them asked in turn about the table")
+
+
+DICT_INPUT_CHECKS: dict[str, Callable[[dict], None]] = {"table-question-answering": check_table_question}
+"""Per task, a check of a dict input's shape that fails a malformed one with a clear WrongInputKind."""
 
 
 def decode_media(kind: MediaKind | str, raw: Media, sampling_rate: int | None = None) -> Decoded:
@@ -136,6 +176,62 @@ def decode_chat(raw: dict, limits: Limits, sampling_rate: int | None = None) -> 
     return decode_media_in(messages, sampling_rate)
 
 
+MULTIMODAL_TASKS = frozenset({"image-text-to-text", "any-to-any", "keypoint-matching"})
+"""Tasks whose dict inputs (and chats) carry media, decoded into the shape their pipelines take."""
+
+
+def decode_multimodal(spec: TaskSpec, raw: dict, limits: Limits, sampling_rate: int | None = None) -> Decoded:
+    """A multimodal dict input or chat for its pipeline: audio as bare samples (at the rate the model's processor
+    expects), a keypoint pair as the list of its two images."""
+    if spec.name == "keypoint-matching":
+        return decode_image_pair(raw)
+    decoded = decode_chat(raw, limits, sampling_rate) if "messages" in raw else decode_media_in(raw, sampling_rate)
+    decoded.value = bare_audio(decoded.value)
+    return decoded
+
+
+def require_media_references(value: Any, key: str | None = None) -> None:
+    """Raise WrongInputKind unless all under a media key (image(s), audio(s), video(s), url, path, base64, and each
+    of decision's ``assets``) is a fetched reference: pipelines would download URLs and open paths themselves."""
+    if key == "assets" and isinstance(value, dict):
+        for item in value.values():
+            require_media_references(item, "image")
+    elif isinstance(value, list):
+        for item in value:
+            require_media_references(item, key)
+    elif key in MEDIA_KEYS | {"base64"} and not (isinstance(value, bytes) or hasattr(value, "read")):
+        raise WrongInputKind(
+            f"{key!r} holds {type(value).__name__} {str(value)[:60]!r}, not media: pass an s3://bucket/key "
+            "reference or inline bytes (URLs and paths are not fetched)"
+        )
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            require_media_references(item, name)
+
+
+def decode_image_pair(raw: dict) -> Decoded:
+    """``{"images": [first, second]}`` as the pair of RGB images keypoint matching takes."""
+    images = raw.get("images")
+    if not isinstance(images, list) or len(images) != 2:
+        count = len(images) if isinstance(images, list) else int(images is not None)
+        raise WrongInputKind(
+            f'keypoint-matching matches a pair of images, {{"images": [first, second]}}, not {count} image(s)'
+        )
+    return decode_media_in(images, kind="image")
+
+
+def bare_audio(value: Any) -> Any:
+    """``value`` with each decoded audio, ``{"raw": samples, "sampling_rate": rate}``, replaced by its samples:
+    multimodal processors take bare samples at their feature extractor's rate, the rate they were decoded at."""
+    if isinstance(value, dict):
+        if set(value) == {"raw", "sampling_rate"} and isinstance(value["raw"], np.ndarray):
+            return value["raw"]
+        return {key: bare_audio(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [bare_audio(item) for item in value]
+    return value
+
+
 def _text(raw: str | Media, limits: Limits) -> str:
     if not isinstance(raw, str | bytes):
         raw = raw.read(4 * limits.max_text_chars + 1)  # UTF-8: at most 4 bytes a character
@@ -194,6 +290,15 @@ def decode_video(data: Media) -> Decoded:
         copy.close()
         raise
     return Decoded(copy.name, float(copy.tell()), [copy])
+
+
+def video_frames(path: str, at_most: int) -> int | None:
+    """How many frames the video at ``path`` has, counted up to ``at_most`` (None if it cannot be read)."""
+    try:
+        with av.open(path, mode="r") as container:
+            return sum(1 for _ in itertools.islice(container.decode(video=0), at_most))
+    except (av.error.FFmpegError, ValueError, IndexError):
+        return None
 
 
 def decode_image(data: Media) -> Image.Image:
