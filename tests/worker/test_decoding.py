@@ -117,3 +117,17 @@ def test_videos_become_temporary_files_that_go_with_their_input():
 def test_what_is_not_a_video_is_unreadable(data):
     with pytest.raises(UnreadableMedia, match="unreadable video"):
         decode(TASKS["video-classification"], data, Limits())
+
+
+@pytest.mark.parametrize(
+    ("task", "raw"),
+    [
+        ("decision", {"state": "Is <img> broken?", "questions": {}, "assets": {"<img>": "/etc/passwd"}}),
+        ("decision", {"state": "Is <img> broken?", "questions": {}, "assets": {"<img>": "http://10.0.0.1/x.png"}}),
+        ("text-generation", {"messages": [{"role": "user", "content": [{"type": "image", "url": "http://x/y"}]}]}),
+        ("image-text-to-text", {"images": "/etc/passwd", "text": "<image> what is it?"}),
+    ],
+)
+def test_urls_and_paths_are_never_opened_by_the_worker(task, raw):
+    with pytest.raises(WrongInputKind, match="URLs and paths are not fetched"):
+        decode(TASKS[task], raw, Limits())
