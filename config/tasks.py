@@ -15,10 +15,15 @@ Inputs per task:
   "user" | "assistant", "content": "..."}, ...]}``; the model's chat template formats it and the result's
   ``generated_text`` is the chat with the assistant's reply appended (``return_full_text=false``: the reply
   alone).
-* audio and image tasks take the media (an ``s3://`` object or inline bytes); what else a call needs travels as
-  parameters: ``candidate_labels`` for zero-shot-image-classification, ``question`` (and optionally
+* audio, image and video tasks take the media (an ``s3://`` object or inline bytes); what else a call needs
+  travels as parameters: ``candidate_labels`` for the zero-shot tasks, ``question`` (and optionally
   ``word_boxes``, ``[[word, [x0, y0, x1, y1]], ...]`` with boxes scaled to 0-1000, instead of Tesseract OCR)
   for document-question-answering.
+* "dict" tasks take dict inputs only, media inside by reference (see pipeq.contract): image-text-to-text
+  ``{"images": ..., "text": "<image> ..."}`` or a chat whose content parts hold images; any-to-any likewise with
+  ``audio`` and ``videos``; keypoint-matching ``{"images": [first, second]}``; table-question-answering
+  ``{"table": {column: [cells]}, "query": ...}``; decision ``{"state": ..., "questions": {...}}``. Their
+  generation options go inside ``generate_kwargs`` (these pipelines drop a top-level ``do_sample``).
 """
 
 from dataclasses import dataclass
