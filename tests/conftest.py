@@ -24,7 +24,7 @@ from config.settings import Limits, Settings  # noqa: E402
 from pipeq.local_services import redis_server, s3_server  # noqa: E402
 from pipeq.storage import s3_client  # noqa: E402
 from producer import Client  # noqa: E402
-from tests.support.tiny_models import BUILDERS  # noqa: E402
+from tests.support.tiny_models import BUILDERS, EXTRA_MODELS  # noqa: E402
 
 BUCKET = "media"
 MAX_MEDIA_BYTES = 2_000_000
@@ -77,8 +77,20 @@ def make_settings(redis_url: str, s3_endpoint: str, models: dict[str, Path], db:
 
 
 @pytest.fixture(scope="session")
-def settings(redis_url: str, s3_endpoint: str, tiny_models: dict[str, Path]) -> Settings:
-    return make_settings(redis_url, s3_endpoint, tiny_models)
+def extra_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Further tiny models (a second model for a task), by catalogue name, built once per session."""
+    root = tmp_path_factory.mktemp("extra-models")
+    return {name: build(root / name) for name, (_, build) in EXTRA_MODELS.items()}
+
+
+@pytest.fixture(scope="session")
+def settings(redis_url: str, s3_endpoint: str, tiny_models: dict[str, Path], extra_models: dict[str, Path]) -> Settings:
+    settings = make_settings(redis_url, s3_endpoint, tiny_models)
+    extra = [
+        ModelEntry(name=name, id=str(path), task=EXTRA_MODELS[name][0], max_batch=16, flush_interval=0.05, batch_size=8)
+        for name, path in extra_models.items()
+    ]
+    return settings.model_copy(update={"models": [*settings.models, *extra]})
 
 
 @pytest.fixture(scope="session")

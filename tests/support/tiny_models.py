@@ -288,12 +288,17 @@ BUILDERS.update(
 )
 
 
+EXTRA_MODELS: dict[str, tuple[str, Callable[[Path], Path]]] = {}
+"""Further models served in the tests' catalogue, by name: (task, builder)."""
+
+
 def _register_groups() -> None:
     """The other tasks' builders live in one module per group of tasks."""
-    from tests.support import tiny_audio_table, tiny_multimodal, tiny_vision
+    from tests.support import tiny_audio_table, tiny_multimodal, tiny_vision, tiny_whisper
 
     for group in (tiny_vision, tiny_multimodal, tiny_audio_table):
         BUILDERS.update(group.BUILDERS)
+    EXTRA_MODELS.update(tiny_whisper.EXTRA_MODELS)
 
 
 _register_groups()
