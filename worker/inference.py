@@ -58,7 +58,7 @@ def run_group(pipe: Any, spec: TaskSpec, params: dict, batch_size: int, items: S
 
     padding_matters = padding_changes_results(pipe, spec)
     similar = 1.0 if padding_matters else SIMILAR  # then only inputs of the very same length share a call
-    max_items = 1 if _alone(spec, params, padding_matters) else batch_size
+    max_items = 1 if _alone(pipe, spec, params, padding_matters) else batch_size
     chats = {i for i, item in enumerate(items) if _is_chat(item.value)}
     # Chats and other inputs never share a call: a pipeline reads a whole list as chats, or as none.
     for form in ([i for i in order if i not in chats], [i for i in order if i in chats]):
@@ -141,13 +141,17 @@ def _shape_follows_size(pipe: Any, spec: TaskSpec) -> bool:
     return len(shapes) > 1
 
 
-def _alone(spec: TaskSpec, params: dict, padding_matters: bool) -> bool:
-    """Each job gets a call of its own for UNBATCHED_TASKS, and for long audio cut in chunks where padding changes
-    results: the pipeline batches chunks across inputs, padding the short last ones (a job's chunks still share
-    batches)."""
+def _alone(pipe: Any, spec: TaskSpec, params: dict, padding_matters: bool) -> bool:
+    """Each job gets a call of its own for UNBATCHED_TASKS; for long audio cut in chunks where padding changes
+    results (the pipeline batches chunks across inputs, padding the short last ones; a job's chunks still share
+    batches); and for Whisper's word timestamps, which a batched call places differently (past 30 s)."""
     if spec.name in UNBATCHED_TASKS:
         return True
-    return spec.name == "automatic-speech-recognition" and bool(params.get("chunk_length_s")) and padding_matters
+    if spec.name != "automatic-speech-recognition":
+        return False
+    if params.get("return_timestamps") == "word" and getattr(pipe, "type", None) == "seq2seq_whisper":
+        return True
+    return bool(params.get("chunk_length_s")) and padding_matters
 
 
 def _is_chat(value: Any) -> bool:
