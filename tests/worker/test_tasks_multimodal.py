@@ -15,6 +15,7 @@ from config.tasks import task_spec
 from pipeq.contract import InvalidJob, Job, make_input
 from tests.conftest import model_name
 from tests.support.compare import same
+from tests.support.jobs import check, run
 from tests.support.media import encode_audio, picture, speech, truncated
 from tests.support.tiny_multimodal import AUDIO_PROMPT
 from worker.decoding import decode
@@ -28,18 +29,6 @@ VISION, OMNI, MATCHING = "image-text-to-text", "any-to-any", "keypoint-matching"
 GREEDY = {"max_new_tokens": 5, "generate_kwargs": {"do_sample": False}}
 PROMPTS = ["<image> What is this?", "<image> Describe the picture in a few words, please.", "<image> Colours?"]
 MISSING = "s3://media/no-such-picture.png"
-
-
-def run(client, task: str, inputs: list, parameters: dict | None = None) -> list:
-    ids = client.submit_many(task, inputs, model=model_name(task), parameters=parameters)
-    records = client.wait_many(ids, timeout=180)
-    return [records[job_id] for job_id in ids]
-
-
-def check(records: list, expected: list) -> None:
-    for record, want in zip(records, expected, strict=True):
-        assert record.state == "succeeded", record.error
-        assert same(record.result, want), (record.result, want)
 
 
 def failed(record: Any, error_type: str, message: str) -> None:

@@ -10,7 +10,7 @@ from config.settings import Limits
 from config.tasks import task_spec
 from pipeq.contract import InvalidJob
 from tests.conftest import model_name
-from tests.support.compare import same
+from tests.support.jobs import check, run
 from tests.support.media import encode_audio, picture, speech
 from worker.decoding import decode
 from worker.errors import UnreadableMedia, WrongInputKind
@@ -24,18 +24,6 @@ CHATS = [
     {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]},
 ]
 DOCUMENT_TEXT = "Invoice 4711 total 99 dollars due March"
-
-
-def run(client, task, inputs, parameters=None):
-    ids = client.submit_many(task, inputs, model=model_name(task), parameters=parameters)
-    records = client.wait_many(ids, timeout=180)
-    return [records[job_id] for job_id in ids]
-
-
-def check(records, expected):
-    for record, want in zip(records, expected, strict=True):
-        assert record.state == "succeeded", record.error
-        assert same(record.result, want), (record.result, want)
 
 
 def rgb(data: bytes) -> Image.Image:

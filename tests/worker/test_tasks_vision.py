@@ -15,6 +15,7 @@ from pipeq.contract import InvalidJob
 from pipeq.records import JobRecord
 from tests.conftest import model_name
 from tests.support.compare import same
+from tests.support.jobs import check, run
 from tests.support.media import picture, truncated
 from worker.decoding import Decoded
 from worker.inference import run_group
@@ -39,21 +40,9 @@ def pictures() -> list[bytes]:
     return [picture(64, 48, seed=1), picture(50, 70, seed=2, fmt="JPEG"), picture(40, 40, seed=3)]
 
 
-def run(client, task: str, inputs: list, parameters: dict | None = None) -> list[JobRecord]:
-    ids = client.submit_many(task, inputs, model=model_name(task), parameters=parameters)
-    records = client.wait_many(ids, timeout=180)
-    return [records[job_id] for job_id in ids]
-
-
 def run_pictures(client, upload, task: str, images: list[bytes], parameters: dict | None = None) -> list[JobRecord]:
     """The first picture travels as an s3:// object, the others inline."""
     return run(client, task, [upload(images[0], ".png"), *images[1:]], parameters)
-
-
-def check(records: list[JobRecord], expected: list[Any]) -> None:
-    for record, want in zip(records, expected, strict=True):
-        assert record.state == "succeeded", record.error
-        assert same(record.result, want), (record.result, want)
 
 
 def rgb(data: bytes) -> Image.Image:

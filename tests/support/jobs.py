@@ -1,0 +1,21 @@
+"""Running jobs through the test worker and checking their results against the pipeline's."""
+
+from typing import Any
+
+from pipeq.records import JobRecord
+from tests.conftest import model_name
+from tests.support.compare import same
+
+
+def run(client, task: str, inputs: list, parameters: dict | None = None, model: str | None = None) -> list[JobRecord]:
+    """Submit ``inputs`` as jobs of ``task`` (on the task's tiny model unless ``model``); their records, in order."""
+    ids = client.submit_many(task, inputs, model=model or model_name(task), parameters=parameters)
+    records = client.wait_many(ids, timeout=180)
+    return [records[job_id] for job_id in ids]
+
+
+def check(records: list[JobRecord], expected: list[Any]) -> None:
+    """Every job succeeded with the expected pipeline output."""
+    for record, want in zip(records, expected, strict=True):
+        assert record.state == "succeeded", record.error
+        assert same(record.result, want), (record.result, want)
