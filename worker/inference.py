@@ -8,6 +8,7 @@ is split in halves until the inputs that fail are alone: they fail, the others s
 """
 
 import importlib.util
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -126,19 +127,25 @@ def same_shape_groups(pipe: Any, spec: TaskSpec, indices: list[int], items: Sequ
     return list(groups.values())
 
 
+_SHAPE_FOLLOWS_SIZE: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+"""Per loaded pipeline, what :func:`_shape_follows_size` found: probed once, not on every micro-batch."""
+
+
 def _shape_follows_size(pipe: Any, spec: TaskSpec) -> bool:
     """Whether the image processor gives pictures of different sizes pixel tensors of different shapes."""
     processor = getattr(pipe, "image_processor", None)
     if spec.modality != "image" or processor is None:
         return False
-    try:
-        shapes = {
-            tuple(processor(images=Image.new("RGB", size), return_tensors="pt")["pixel_values"].shape)
-            for size in _PROBES
-        }
-    except Exception:  # not a plain image processor: batch as before (a failing batch is split anyway)
-        return False
-    return len(shapes) > 1
+    if pipe not in _SHAPE_FOLLOWS_SIZE:
+        try:
+            shapes = {
+                tuple(processor(images=Image.new("RGB", size), return_tensors="pt")["pixel_values"].shape)
+                for size in _PROBES
+            }
+        except Exception:  # not a plain image processor: batch as before (a failing batch is split anyway)
+            shapes = set()
+        _SHAPE_FOLLOWS_SIZE[pipe] = len(shapes) > 1
+    return _SHAPE_FOLLOWS_SIZE[pipe]
 
 
 def _alone(pipe: Any, spec: TaskSpec, params: dict, padding_matters: bool) -> bool:
