@@ -152,23 +152,14 @@ def build_table_question_answering(path: Path) -> Path:
 def build_decision(path: Path) -> Path:
     """Tiny GPT2LMHeadModel on the MiniLM word pieces with a chat template and a default DecisionConfig
     (``decision.json``): it scores the options by the logits of their labels (yes/no, a, b, c, ...)."""
-    from transformers import BertTokenizerFast, GPT2Config, GPT2LMHeadModel
+    from transformers import BertTokenizerFast
     from transformers.decision import DecisionConfig
+
+    from tests.support.tiny_models import tiny_gpt2
 
     tokenizer = BertTokenizerFast.from_pretrained(_minilm_dir())
     tokenizer.chat_template = _CHAT_TEMPLATE
-    config = GPT2Config(
-        vocab_size=tokenizer.vocab_size,
-        n_positions=512,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    _save(path, GPT2LMHeadModel(config).eval(), tokenizer)
+    _save(path, tiny_gpt2(tokenizer, n_positions=512), tokenizer)
     DecisionConfig().save_pretrained(path)
     return path
 

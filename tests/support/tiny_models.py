@@ -182,16 +182,13 @@ def build_fill_mask(path: Path) -> Path:
     return _save(path, BertForMaskedLM(config).eval(), tokenizer)
 
 
-def build_text_generation(path: Path) -> Path:
-    """Tiny GPT2LMHeadModel on the MiniLM word pieces, left padding and a plain chat template."""
+def tiny_gpt2(tokenizer: Any, n_positions: int) -> Any:
+    """A seeded tiny GPT2LMHeadModel on ``tokenizer``'s word pieces ([CLS] begins, [SEP] ends)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    tokenizer = _minilm_tokenizer()
-    tokenizer.padding_side = "left"
-    tokenizer.chat_template = _CHAT_TEMPLATE
     config = GPT2Config(
         vocab_size=tokenizer.vocab_size,
-        n_positions=256,
+        n_positions=n_positions,
         n_embd=32,
         n_layer=2,
         n_head=2,
@@ -200,7 +197,15 @@ def build_text_generation(path: Path) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(config).eval()
+    return GPT2LMHeadModel(config).eval()
+
+
+def build_text_generation(path: Path) -> Path:
+    """Tiny GPT2LMHeadModel on the MiniLM word pieces, left padding and a plain chat template."""
+    tokenizer = _minilm_tokenizer()
+    tokenizer.padding_side = "left"
+    tokenizer.chat_template = _CHAT_TEMPLATE
+    model = tiny_gpt2(tokenizer, n_positions=256)
     model.generation_config.max_new_tokens = 8
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return _save(path, model, tokenizer)
