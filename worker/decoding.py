@@ -2,7 +2,7 @@
 
 Sizes (characters, audio seconds, pixels) order the items of a micro-batch so that padding stays small.
 Fetched values are bytes, or for large objects a temporary file (see worker.media); audio is decoded from
-either frame by frame, so only the decoded samples are held whole.
+either frame by frame, and long audio's samples are kept in a temporary file (see worker.samples).
 """
 
 import io
@@ -23,6 +23,7 @@ from config.settings import Limits
 from config.tasks import MediaKind, TaskSpec
 from pipeq.contract import MEDIA_KEYS, InvalidJob, chat_messages, chat_size
 from worker.errors import UnreadableMedia, WrongInputKind
+from worker.samples import SPOOL_SAMPLE_BYTES, SampleSink
 
 
 @dataclass
@@ -245,13 +246,16 @@ def _text(raw: str | Media, limits: Limits) -> str:
     return raw
 
 
-def decode_audio(data: Media | str | os.PathLike, sampling_rate: int) -> np.ndarray:
+def decode_audio(
+    data: Media | str | os.PathLike, sampling_rate: int, spool_bytes: int = SPOOL_SAMPLE_BYTES
+) -> np.ndarray:
     """Mono float32 samples at ``sampling_rate`` from any container PyAV reads (wav, flac, mp3, ogg, ...).
 
-    ``data`` is bytes, a binary file or a path. PyAV reads files in small pieces and the samples are
-    collected per frame, so the peak memory is about twice the decoded samples, whatever the file's size.
+    ``data`` is bytes, a binary file or a path. PyAV reads files in small pieces and the samples are collected
+    frame by frame; past ``spool_bytes`` they go to a temporary file, mapped back as the returned array (see
+    worker.samples), so long audio never sits in memory whole.
     """
-    chunks: list[np.ndarray] = []
+    sink = SampleSink(spool_bytes)
     source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     try:
         with av.open(source, mode="r") as container:
@@ -259,13 +263,20 @@ def decode_audio(data: Media | str | os.PathLike, sampling_rate: int) -> np.ndar
                 raise UnreadableMedia("unreadable audio: the file has no audio stream")
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate)
             for frame in container.decode(container.streams.audio[0]):
-                chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
-            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+                for out in resampler.resample(frame):
+                    sink.add(out.to_ndarray())
+            for out in resampler.resample(None):
+                sink.add(out.to_ndarray())
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
+        sink.discard()
         raise UnreadableMedia(f"unreadable audio: {exc}") from None
-    if not chunks or sum(len(c) for c in chunks) == 0:
+    except BaseException:
+        sink.discard()
+        raise
+    if sink.count == 0:
+        sink.discard()
         raise UnreadableMedia("unreadable audio: no samples could be decoded")
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    return sink.samples()
 
 
 def decode_video(data: Media) -> Decoded:
