@@ -1,7 +1,9 @@
 """Speech recognition: pipeq against the in-process pipeline and a one-job-one-call worker, and an hour of audio.
 
-One run, one model: a random Wav2Vec2ForCTC of wav2vec2-base's shape (95 M parameters; layer norm and an attention
-mask, so padded batches give single calls' results), or ``--size tiny``. The clips are real espeak-ng speech of
+One run, one random model (``--size``): a Wav2Vec2ForCTC of wav2vec2-base's shape ("base", 95 M parameters; layer
+norm and an attention mask, so padded batches give single calls' results) or the tests' "tiny" one; or a Whisper of
+one of OpenAI's checkpoint shapes ("whisper-tiny" to "whisper-large-v3", 1.6 B parameters) that decodes exactly
+``--max-new-tokens`` tokens per clip (see tests.support.tiny_whisper). The clips are real espeak-ng speech of
 varied length (``--clips``, 1 to 20 s), stored as OGG in a local S3 server; in-process runs get the same clips
 decoded. It measures clips/s for
 
@@ -10,12 +12,13 @@ decoded. It measures clips/s for
 * a pipeq worker process (default micro-batching; media fetched from S3 and decoded by the worker);
 * the same worker with ``max_batch = 1`` and ``batch_size = 1``: one job, one pipeline call;
 
-and with ``--hour``, one hour of speech (OGG) transcribed in 10 s chunks by a worker process, with the worker's
-peak resident memory against the decoded samples' size.
+and with ``--hour``, one hour of speech (OGG) transcribed in chunks (10 s; 30 s for Whisper) by a worker process,
+with the worker's peak resident memory against the decoded samples' size.
 
 ``--device cuda:0 --dtype float16`` runs all of it on a GPU (in-process and worker alike).
 
-    .venv/bin/python -m benchmarks.speech [--clips 48] [--size base|tiny] [--device cpu] [--dtype float32] [--hour]
+    .venv/bin/python -m benchmarks.speech [--clips 48] [--size base|tiny|whisper-base|...] [--max-new-tokens 40]
+        [--device cpu] [--dtype float32] [--hour]
 """
 
 import os
@@ -60,6 +63,7 @@ from pipeq.local_services import redis_server, s3_server  # noqa: E402
 from producer.client import Client  # noqa: E402
 from tests.support.media import SAMPLING_RATE, encode_audio, repeated, speech  # noqa: E402
 from tests.support.tiny_models import build_ctc_asr  # noqa: E402
+from tests.support.tiny_whisper import WHISPER_SHAPES, build_whisper  # noqa: E402
 from worker.decoding import decode_audio  # noqa: E402
 
 TASK = "automatic-speech-recognition"
@@ -87,9 +91,20 @@ def make_clips(count: int, seed: int = 0) -> list[np.ndarray]:
     return clips
 
 
+SIZES = ["base", "tiny", *(size for size in WHISPER_SHAPES if size.startswith("whisper-"))]
+
+
+def build_model(path: Path, size: str, max_new_tokens: int) -> Path:
+    """The random speech model of ``size`` (see the module's docstring), saved under ``path``."""
+    if size.startswith("whisper-"):
+        return build_whisper(path, size=size, max_new_tokens=max_new_tokens)
+    return build_ctc_asr(path, size=size)
+
+
 def in_process(model: Path, clips: list[np.ndarray], device: str, dtype: str) -> dict[str, Any]:
     """clips/s of the pipeline called directly: unsorted at batch_size 1 and 8, length-sorted at 8."""
     pipe = transformers.pipeline(TASK, model=str(model), device=device, dtype=getattr(torch, dtype))
+    results: dict[str, Any] = {"parameters_m": sum(p.numel() for p in pipe.model.parameters()) / 1e6}
     inputs = [{"raw": clip, "sampling_rate": SAMPLING_RATE} for clip in clips]
     pipe([dict(item) for item in inputs[:8]], batch_size=8)  # warm-up
     by_length = sorted(inputs, key=lambda item: -len(item["raw"]))
@@ -98,7 +113,6 @@ def in_process(model: Path, clips: list[np.ndarray], device: str, dtype: str) ->
         "bs8": lambda: pipe([dict(item) for item in inputs], batch_size=8),
         "sorted_bs8": lambda: pipe([dict(item) for item in by_length], batch_size=8),
     }
-    results: dict[str, Any] = {}
     for name, run in runs.items():
         seconds = timed(run)
         results[name] = {"items_per_s": len(clips) / seconds, "seconds": seconds}
@@ -114,15 +128,15 @@ def peak_rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmHWM in /proc: not Linux?")
 
 
-def one_hour(s3: Any, client: Client, process: Any, minutes: int) -> dict[str, Any]:
-    """``minutes`` of speech as OGG in S3, transcribed in 10 s chunks; seconds and the worker's peak memory."""
+def one_hour(s3: Any, client: Client, process: Any, minutes: int, chunk_length_s: int) -> dict[str, Any]:
+    """``minutes`` of speech as OGG in S3, transcribed in chunks; seconds and the worker's peak memory."""
     sentences = np.concatenate([speech(sentence) for sentence in _SENTENCES])
     print(f"  encoding {minutes} min of speech ...", flush=True)
     ogg = repeated(sentences, "OGG", "VORBIS", minutes)
     samples = len(decode_audio(ogg, SAMPLING_RATE))
     s3.put_object(Bucket=BUCKET, Key="hour.ogg", Body=ogg)
     before = peak_rss_bytes(process.pid)
-    parameters = {"chunk_length_s": 10, "stride_length_s": 2}
+    parameters = {"chunk_length_s": chunk_length_s, "stride_length_s": chunk_length_s / 5}
     start = time.perf_counter()
     record = client.wait(client.submit(TASK, f"s3://{BUCKET}/hour.ogg", model=MODEL, parameters=parameters), 3600)
     seconds = time.perf_counter() - start
@@ -148,7 +162,8 @@ def report(results: dict[str, Any]) -> str:
     lines = [
         f"{results['clips']} clips, {results['audio_seconds']:.0f} s of speech (1-20 s each); model {results['size']} "
         f"({results['parameters_m']:.1f} M parameters) on {results['device']}, {results['dtype']}; "
-        f"torch threads {results['torch_threads']}",
+        f"torch threads {results['torch_threads']}"
+        + (f"; {results['max_new_tokens']} tokens decoded per clip" if "max_new_tokens" in results else ""),
         f"other processes used {results['other_cpu_seconds']:.1f} CPU-s during the run",
         "",
         f"{'':{width}}{'clips/s':>10}{'seconds':>10}",
@@ -188,7 +203,8 @@ def report(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=48)
-    parser.add_argument("--size", choices=["base", "tiny"], default="base")
+    parser.add_argument("--size", choices=SIZES, default="base")
+    parser.add_argument("--max-new-tokens", type=int, default=40, help="tokens each clip decodes (Whisper sizes)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument("--hour", action="store_true", help="also transcribe an hour of speech (--minutes)")
@@ -207,16 +223,14 @@ def main() -> None:
     }
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeq-bench-speech-")))
-        print(f"building the {args.size} random CTC model ...", flush=True)
-        model = build_ctc_asr(workdir / "model", size=args.size)
-        results["parameters_m"] = sum(
-            p.numel() for p in transformers.AutoModelForCTC.from_pretrained(model).parameters()
-        )
-        results["parameters_m"] /= 1e6
+        print(f"building the {args.size} random speech model ...", flush=True)
+        model = build_model(workdir / "model", args.size, args.max_new_tokens)
         print("in-process pipeline ...", flush=True)
-        results["in_process"] = in_process(
-            model, [decode_audio(encode_audio(c, "OGG"), SAMPLING_RATE) for c in clips], args.device, args.dtype
-        )
+        decoded = [decode_audio(encode_audio(c, "OGG"), SAMPLING_RATE) for c in clips]
+        results["in_process"] = in_process(model, decoded, args.device, args.dtype)
+        results["parameters_m"] = results["in_process"].pop("parameters_m")
+        if args.size.startswith("whisper-"):
+            results["max_new_tokens"] = args.max_new_tokens
 
         redis_url = stack.enter_context(redis_server())
         endpoint = stack.enter_context(s3_server())
@@ -245,7 +259,8 @@ def main() -> None:
                 print(f"  {results[key]['jobs_per_s']:.2f} clips/s", flush=True)
                 if key == "pipeq" and args.hour:
                     print("an hour of speech ...", flush=True)
-                    results["hour"] = one_hour(s3, client, process, args.minutes)
+                    chunk_length_s = 30 if args.size.startswith("whisper-") else 10
+                    results["hour"] = one_hour(s3, client, process, args.minutes, chunk_length_s)
     (machine_end, mine_end), (machine_start, mine_start) = cpu_seconds(), cpu_start
     results["other_cpu_seconds"] = max(0.0, (machine_end - machine_start) - (mine_end - mine_start))
     print()

@@ -74,36 +74,60 @@ def _generation_config(tokenizer: WhisperTokenizer) -> GenerationConfig:
     )
 
 
-def build_whisper(path: Path) -> Path:
-    """WhisperForConditionalGeneration (d_model 32, 2 encoder and 2 decoder layers) with an 80-bin feature
-    extractor and the byte-level tokenizer above; generation is capped at a few tokens so random decoding is fast."""
+WHISPER_SHAPES: dict[str, dict[str, int]] = {
+    "tiny": {"d_model": 32, "layers": 2, "heads": 2, "ffn": 64, "mel_bins": 80, "vocab": 0},
+    "whisper-tiny": {"d_model": 384, "layers": 4, "heads": 6, "ffn": 1536, "mel_bins": 80, "vocab": 51865},
+    "whisper-base": {"d_model": 512, "layers": 6, "heads": 8, "ffn": 2048, "mel_bins": 80, "vocab": 51865},
+    "whisper-small": {"d_model": 768, "layers": 12, "heads": 12, "ffn": 3072, "mel_bins": 80, "vocab": 51865},
+    "whisper-medium": {"d_model": 1024, "layers": 24, "heads": 16, "ffn": 4096, "mel_bins": 80, "vocab": 51865},
+    "whisper-large-v3": {"d_model": 1280, "layers": 32, "heads": 20, "ffn": 5120, "mel_bins": 128, "vocab": 51866},
+}
+"""The test model, and the shapes of OpenAI's checkpoints (encoder and decoder alike) for benchmarks; a vocab of 0 is
+the tokenizer's own size."""
+
+
+def build_whisper(path: Path, *, size: str = "tiny", max_new_tokens: int = _MAX_NEW_TOKENS) -> Path:
+    """WhisperForConditionalGeneration with the byte-level tokenizer above and a feature extractor of the size's
+    mel bins. "tiny" (d_model 32, 2 + 2 layers; random weights at a large scale so clips get different transcripts)
+    is the test model. The whisper-* sizes have the real checkpoints' shapes and Whisper's own initialisation, with
+    every token but the 256 text tokens suppressed, so that each clip decodes exactly ``max_new_tokens`` tokens in
+    one segment: a fixed, reproducible amount of work for benchmarks (the pipeline's default 5 beams included, as
+    with OpenAI's checkpoints). Their output layer has the real 52 k tokens; the ids past this tokenizer's 1.9 k are
+    never generated."""
+    if size not in WHISPER_SHAPES:
+        raise ValueError(f"unknown size {size!r}; expected one of {sorted(WHISPER_SHAPES)}")
+    shape, test_model = WHISPER_SHAPES[size], size == "tiny"
     tokenizer = _whisper_tokenizer()
     ids = tokenizer.convert_tokens_to_ids
     eos = ids("<|endoftext|>")
-    extractor = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000)
+    extractor = WhisperFeatureExtractor(feature_size=shape["mel_bins"], sampling_rate=16000)
     config = WhisperConfig(
-        vocab_size=len(tokenizer),
-        num_mel_bins=80,
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
+        vocab_size=max(shape["vocab"], len(tokenizer)),
+        num_mel_bins=shape["mel_bins"],
+        d_model=shape["d_model"],
+        encoder_layers=shape["layers"],
+        decoder_layers=shape["layers"],
+        encoder_attention_heads=shape["heads"],
+        decoder_attention_heads=shape["heads"],
+        encoder_ffn_dim=shape["ffn"],
+        decoder_ffn_dim=shape["ffn"],
         max_source_positions=1500,
-        max_target_positions=_MAX_TARGET_POSITIONS,
+        max_target_positions=_MAX_TARGET_POSITIONS if test_model else 448,
         decoder_start_token_id=ids("<|startoftranscript|>"),
         bos_token_id=eos,
         eos_token_id=eos,
         pad_token_id=eos,
         begin_suppress_tokens=None,
         suppress_tokens=None,
-        init_std=_INIT_STD,
+        init_std=_INIT_STD if test_model else 0.02,
     )
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(config).eval()
-    model.generation_config = _generation_config(tokenizer)
+    generation = _generation_config(tokenizer)
+    generation.max_new_tokens = max_new_tokens
+    if not test_model:  # text tokens only: no end of text, and no special or timestamp token to start a new segment
+        generation.suppress_tokens = list(range(eos, config.vocab_size))
+    model.generation_config = generation
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
     WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(path)

@@ -134,3 +134,21 @@ def test_the_batched_word_timestamps_gap_is_in_the_pipeline_itself(whisper, clip
     assert [item["text"] for item in batched] == [item["text"] for item in singles]
     assert not all(same(b, s) for b, s in zip(batched, singles, strict=True))
     assert np.isfinite([t for item in batched for c in item["chunks"] for t in c["timestamp"] if t is not None]).all()
+
+
+def test_a_benchmark_sized_whisper_decodes_exactly_its_token_budget(tmp_path, clips):
+    """benchmarks.speech's Whisper sizes: OpenAI's shapes (whisper-tiny: 37.8 M parameters with its 52 k-token
+    output layer) and ``max_new_tokens`` text tokens per clip, whatever its length, so each run does the same work."""
+    import torch
+    import transformers
+
+    from tests.support.tiny_whisper import build_whisper
+
+    pipe = transformers.pipeline(ASR, model=str(build_whisper(tmp_path / "w", size="whisper-tiny", max_new_tokens=5)))
+    assert 37e6 < sum(parameter.numel() for parameter in pipe.model.parameters()) < 39e6
+    assert pipe.model.config.vocab_size == 51865
+    for clip in (clips[0], encode_audio(np.tile(speech(SENTENCES[1]), 4), "WAV")):
+        features = pipe.feature_extractor(decode_audio(clip, SAMPLING_RATE), sampling_rate=SAMPLING_RATE)
+        with torch.inference_mode():
+            text = pipe.model.generate(torch.tensor(np.array(features.input_features)))[0].tolist()  # prompt left out
+        assert len(text) == 5 and all(token < 256 for token in text), text
