@@ -43,7 +43,11 @@ def run_group(pipe: Any, spec: TaskSpec, params: dict, batch_size: int, items: S
         except Exception as exc:
             oom = is_out_of_memory(exc)
             if len(indices) == 1:
-                message = out_of_memory_message(pipe, exc) if oom else f"{type(exc).__name__}: {exc}"
+                message = (
+                    out_of_memory_message(pipe, exc) + chunking_hint(spec, params)
+                    if oom
+                    else f"{type(exc).__name__}: {exc}"
+                )
                 results[indices[0]] = PipelineError(message)
                 return
             outputs = None  # split below, once the failed call's frames (and the tensors they hold) are released
@@ -67,6 +71,13 @@ def run_group(pipe: Any, spec: TaskSpec, params: dict, batch_size: int, items: S
             for chunk in similar_size_runs(group, sizes, max_items, similar):
                 run(chunk)
     return results
+
+
+def chunking_hint(spec: TaskSpec, params: dict) -> str:
+    """What to try when speech recognition runs out of memory on one input in one pass: chunks."""
+    if spec.name == "automatic-speech-recognition" and not params.get("chunk_length_s"):
+        return "; pass chunk_length_s (e.g. 30, with stride_length_s) to transcribe long audio in chunks"
+    return ""
 
 
 def padding_changes_results(pipe: Any, spec: TaskSpec) -> bool:

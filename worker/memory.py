@@ -6,12 +6,16 @@ from typing import Any
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` says the device (or the host) ran out of memory."""
+    """Whether ``exc`` says the device ran out of memory, or the host did (torch's CPU allocator: "can't allocate
+    memory")."""
     torch = sys.modules.get("torch")
     oom_type = getattr(torch, "OutOfMemoryError", None)
     if oom_type is not None and isinstance(exc, oom_type):
         return True
-    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+    if isinstance(exc, MemoryError):
+        return True
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
 
 
 def free_accelerator_memory() -> None:

@@ -40,6 +40,7 @@ def items(*texts: str) -> list[Decoded]:
     [
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"),
         RuntimeError("CUDA error: out of memory"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 129600000000 bytes."),
         MemoryError(),
     ],
 )
@@ -94,3 +95,30 @@ def test_memory_is_freed_before_the_halves_are_retried(monkeypatch):
     monkeypatch.setattr("worker.inference.free_accelerator_memory", lambda: freed.append(len(pipe.calls)))
     run_group(pipe, SPEC, {}, 8, items("a", "b", "c", "d"))
     assert freed and freed[0] == 1  # right after the first, failed call
+
+
+class LongAudioPipeline:
+    """Speech recognition that runs out of host memory on a clip over ``fits`` samples unless it is chunked."""
+
+    feature_extractor = tokenizer = None
+    device = torch.device("cpu")
+
+    def __init__(self, fits: int) -> None:
+        self.fits = fits
+
+    def __call__(self, inputs: dict, chunk_length_s: float = 0, **params) -> dict:
+        if len(inputs["raw"]) > self.fits and not chunk_length_s:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 43200000000 bytes.")
+        return {"text": f"{len(inputs['raw'])} samples"}
+
+
+def test_speech_too_long_for_one_pass_fails_alone_saying_to_chunk_it():
+    asr = TASKS["automatic-speech-recognition"]
+    clips = [Decoded({"raw": torch.zeros(n).numpy(), "sampling_rate": 16_000}, n / 16_000) for n in (100, 10_000)]
+    short, long = run_group(LongAudioPipeline(fits=1_000), asr, {}, 1, clips)
+    assert short == {"text": "100 samples"}
+    assert isinstance(long, PipelineError)
+    assert str(long).startswith("out of memory: this input is too large for cpu even alone (RuntimeError: ")
+    assert str(long).endswith("pass chunk_length_s (e.g. 30, with stride_length_s) to transcribe long audio in chunks")
+    chunked = run_group(LongAudioPipeline(fits=1_000), asr, {"chunk_length_s": 30}, 1, clips[1:])
+    assert chunked == [{"text": "10000 samples"}]
