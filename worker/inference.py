@@ -43,12 +43,8 @@ def run_group(pipe: Any, spec: TaskSpec, params: dict, batch_size: int, items: S
         except Exception as exc:
             oom = is_out_of_memory(exc)
             if len(indices) == 1:
-                message = (
-                    out_of_memory_message(pipe, exc) + chunking_hint(spec, params)
-                    if oom
-                    else f"{type(exc).__name__}: {exc}"
-                )
-                results[indices[0]] = PipelineError(message)
+                message = out_of_memory_message(pipe, exc) if oom else f"{type(exc).__name__}: {exc}"
+                results[indices[0]] = PipelineError(message + failure_hint(pipe, spec, params, oom))
                 return
             outputs = None  # split below, once the failed call's frames (and the tensors they hold) are released
         if outputs is None:
@@ -73,10 +69,14 @@ def run_group(pipe: Any, spec: TaskSpec, params: dict, batch_size: int, items: S
     return results
 
 
-def chunking_hint(spec: TaskSpec, params: dict) -> str:
-    """What to try when speech recognition runs out of memory on one input in one pass: chunks."""
-    if spec.name == "automatic-speech-recognition" and not params.get("chunk_length_s"):
+def failure_hint(pipe: Any, spec: TaskSpec, params: dict, out_of_memory: bool) -> str:
+    """What to try, for the failures of an input alone whose own message does not say: speech that ran out of
+    memory in one pass, and video models given other ``num_frames`` than their fixed frame embeddings."""
+    if out_of_memory and spec.name == "automatic-speech-recognition" and not params.get("chunk_length_s"):
         return "; pass chunk_length_s (e.g. 30, with stride_length_s) to transcribe long audio in chunks"
+    frames = getattr(getattr(getattr(pipe, "model", None), "config", None), "num_frames", None)
+    if spec.name == "video-classification" and params.get("num_frames") not in (None, frames) and frames:
+        return f"; this model was made for num_frames={frames}: leave num_frames out or pass {frames}"
     return ""
 
 

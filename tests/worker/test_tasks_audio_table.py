@@ -245,6 +245,11 @@ def test_video_classification_bad_inputs_fail_alone(client, reference, as_file):
         reference("video-classification")(as_file(short), frame_sampling_rate=2)
 
 
+def test_other_num_frames_than_the_models_fail_saying_which_it_takes(client):
+    records = run(client, "video-classification", [video(frames=12, seed=6)], {"num_frames": VIDEO_FRAMES + 2})
+    check_failed(records[0], "PipelineError", f"made for num_frames={VIDEO_FRAMES}: leave num_frames out")
+
+
 # --- table-question-answering -------------------------------------------------------------------------------------
 
 
