@@ -17,6 +17,7 @@ from config.tasks import canonical_task, task_spec
 
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Quantization = Literal["8bit", "4bit"]
+DEFAULT_BATCH_SIZE = 16
 _MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
 
 
@@ -37,7 +38,11 @@ class ModelEntry(BaseModel):
     dtype: DType = "auto"
     max_batch: PositiveInt = Field(default=128, description="most jobs in one micro-batch")
     flush_interval: PositiveFloat = Field(default=0.01, description="seconds the first job of a batch waits")
-    batch_size: PositiveInt = Field(default=16, description="`batch_size` passed to the pipeline")
+    batch_size: PositiveInt | None = Field(
+        default=None,
+        description="`batch_size` passed to the pipeline; by default 16, or 1 for audio models on CPU (see "
+        "pipeline_batch_size)",
+    )
     default: bool = Field(default=False, description="serve jobs of this task that name no model")
     trust_remote_code: bool = False
     expected_seconds: PositiveFloat = Field(default=60.0, description="longest one micro-batch may take")
@@ -48,6 +53,15 @@ class ModelEntry(BaseModel):
         default=None, description='memory per device for device_map="auto", e.g. {"0": "20GiB", "cpu": "30GiB"}'
     )
     quantization: Quantization | None = Field(default=None, description="8bit or 4bit (bitsandbytes, CUDA only)")
+
+    def pipeline_batch_size(self, device_type: str) -> int:
+        """The ``batch_size`` of this model's pipeline calls on a ``device_type`` ("cpu", "cuda", ...) device: the
+        configured one, or by default 1 for audio models on CPU and 16 otherwise. On CPU, batching speech models
+        costs more than it saves, even for clips of similar length (``python -m benchmarks.speech``: wav2vec2-base
+        and Whisper-base shapes, 2 cores); on GPUs and for text it pays."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 1 if device_type == "cpu" and task_spec(self.task).modality == "audio" else DEFAULT_BATCH_SIZE
 
     @model_validator(mode="before")
     @classmethod

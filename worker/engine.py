@@ -35,6 +35,7 @@ from worker.decoding import Decoded, decode
 from worker.errors import JobFailure
 from worker.inference import run_group
 from worker.media import MediaFetcher, release
+from worker.memory import pipeline_device_type
 from worker.pipelines import PipelineCache
 
 log = logging.getLogger(__name__)
@@ -256,9 +257,8 @@ class Engine:
         if ok:
             spec = task_spec(batch.entry.task)
             try:
-                results = run_group(
-                    batch.pipe, spec, batch.parameters, batch.entry.batch_size, [batch.inputs[i] for i in ok]
-                )
+                batch_size = batch.entry.pipeline_batch_size(pipeline_device_type(batch.pipe))
+                results = run_group(batch.pipe, spec, batch.parameters, batch_size, [batch.inputs[i] for i in ok])
             finally:
                 for i in ok:
                     batch.inputs[i].release()  # temporary files (videos)

@@ -35,6 +35,12 @@ def pipeline_device(pipe: Any) -> str:
     return str(getattr(pipe, "device", None) or "this worker's device")
 
 
+def pipeline_device_type(pipe: Any) -> str:
+    """The kind of device a pipeline runs on: "cpu", "cuda", "mps", ... (its first device, if sharded)."""
+    device = getattr(pipe, "device", None)
+    return getattr(device, "type", None) or str(device or "cpu").split(":")[0]
+
+
 def out_of_memory_message(pipe: Any, exc: BaseException) -> str:
     """The error of an input that runs out of memory in a call of its own."""
     return (

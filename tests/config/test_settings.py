@@ -62,6 +62,23 @@ def test_catalogue_defaults_names_and_refusals():
     assert ModelEntry(id="x", task="text-classification").trust_remote_code is False
 
 
+@pytest.mark.parametrize(
+    ("task", "configured", "device", "expected"),
+    [
+        ("automatic-speech-recognition", None, "cpu", 1),  # batching speech on CPU costs more than it saves
+        ("audio-classification", None, "cpu", 1),
+        ("automatic-speech-recognition", None, "cuda", 16),
+        ("text-classification", None, "cpu", 16),
+        ("image-classification", None, "cpu", 16),
+        ("automatic-speech-recognition", 8, "cpu", 8),  # a configured batch_size is kept
+        ("text-classification", 4, "cuda", 4),
+    ],
+)
+def test_the_pipeline_batch_size_defaults_by_modality_and_device(task, configured, device, expected):
+    entry = ModelEntry(name="m", task=task, batch_size=configured)
+    assert entry.pipeline_batch_size(device) == expected
+
+
 def test_the_visibility_timeout_outlasts_the_slowest_batch():
     settings = Settings(models=[ModelEntry(name="slow", task="text-classification", expected_seconds=900)])
     assert settings.broker_visibility_timeout() > 900 * 2

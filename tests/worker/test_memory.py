@@ -7,7 +7,13 @@ from config.tasks import TASKS
 from worker.decoding import Decoded
 from worker.errors import PipelineError
 from worker.inference import run_group
-from worker.memory import free_accelerator_memory, is_out_of_memory, out_of_memory_message, pipeline_bytes
+from worker.memory import (
+    free_accelerator_memory,
+    is_out_of_memory,
+    out_of_memory_message,
+    pipeline_bytes,
+    pipeline_device_type,
+)
 
 SPEC = TASKS["zero-shot-classification"]
 
@@ -62,6 +68,12 @@ def test_the_message_names_the_device_and_the_original_error():
     assert message == (
         "out of memory: this input is too large for cuda:0 even alone (OutOfMemoryError: CUDA out of memory)"
     )
+
+
+def test_a_pipelines_device_type():
+    assert pipeline_device_type(TightPipeline(1)) == "cuda"
+    assert pipeline_device_type(LongAudioPipeline(1)) == "cpu"
+    assert pipeline_device_type(object()) == "cpu"
 
 
 def test_a_pipeline_weighs_its_parameters_and_buffers():
