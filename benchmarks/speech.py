@@ -9,7 +9,8 @@ decoded. It measures clips/s for
 
 * the in-process ``pipeline("automatic-speech-recognition")`` over the list at batch_size 1 and 8 (unsorted, as
   users call it) and over the length-sorted list at batch_size 8;
-* a pipeq worker process (default micro-batching; media fetched from S3 and decoded by the worker);
+* a pipeq worker process (default micro-batching, or ``--batch-size``; media fetched from S3 and decoded by the
+  worker);
 * the same worker with ``max_batch = 1`` and ``batch_size = 1``: one job, one pipeline call;
 
 and with ``--hour``, one hour of speech (OGG) transcribed in chunks (10 s; 30 s for Whisper) by a worker process,
@@ -18,7 +19,7 @@ with the worker's peak resident memory against the decoded samples' size.
 ``--device cuda:0 --dtype float16`` runs all of it on a GPU (in-process and worker alike).
 
     .venv/bin/python -m benchmarks.speech [--clips 48] [--size base|tiny|whisper-base|...] [--max-new-tokens 40]
-        [--device cpu] [--dtype float32] [--hour]
+        [--batch-size N] [--device cpu] [--dtype float32] [--hour]
 """
 
 import os
@@ -58,6 +59,7 @@ from benchmarks.throughput import (  # noqa: E402
     worker_process,
     write_config,
 )
+from config.catalogue import ModelEntry  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from pipeq.local_services import redis_server, s3_server  # noqa: E402
 from producer.client import Client  # noqa: E402
@@ -172,7 +174,7 @@ def report(results: dict[str, Any]) -> str:
         ("in-process pipeline, batch_size=1", inp["bs1"]),
         ("in-process pipeline, batch_size=8", inp["bs8"]),
         ("in-process, length-sorted, batch_size=8", inp["sorted_bs8"]),
-        ("pipeq worker (S3 fetch + decode included)", pq),
+        (f"pipeq worker, batch_size={results['pipeq_batch_size']} (S3 fetch + decode)", pq),
         ("one-job-one-call worker", naive),
     ]
     for name, row in rows:
@@ -204,6 +206,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=48)
     parser.add_argument("--size", choices=SIZES, default="base")
+    parser.add_argument("--batch-size", type=int, help="the pipeq worker's batch_size (default: the catalogue's)")
     parser.add_argument("--max-new-tokens", type=int, default=40, help="tokens each clip decodes (Whisper sizes)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
@@ -220,6 +223,8 @@ def main() -> None:
         "device": args.device,
         "dtype": args.dtype,
         "torch_threads": torch.get_num_threads(),
+        "pipeq_batch_size": args.batch_size
+        or ModelEntry(name=MODEL, task=TASK).pipeline_batch_size(args.device.split(":")[0]),
     }
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeq-bench-speech-")))
@@ -238,7 +243,9 @@ def main() -> None:
         settings["limits"] = {"max_media_bytes": 256 * 1024 * 1024}
         s3 = None
         refs: list[str] = []
-        runs = (("pipeq", "speech", 0, {}), ("one_job_one_call", "speech-naive", 2, {"max_batch": 1, "batch_size": 1}))
+        pipeq_batching = {} if args.batch_size is None else {"batch_size": args.batch_size}
+        naive_batching = {"max_batch": 1, "batch_size": 1}
+        runs = (("pipeq", "speech", 0, pipeq_batching), ("one_job_one_call", "speech-naive", 2, naive_batching))
         for key, queue, db, batching in runs:
             print(f"{key} worker ...", flush=True)
             config = write_config(
