@@ -186,10 +186,15 @@ def _as_batch(spec: TaskSpec, inputs: list) -> Any:
 
 
 def input_problem(pipe: Any, spec: TaskSpec, params: dict, value: Any) -> PipelineError | None:
-    """Why the pipeline would fail on ``value``, said clearly before the call, or None. Video classification
-    without a video processor reads the first ``num_frames * frame_sampling_rate`` frames: a shorter video gives
-    the model too few frames, and a shape error."""
-    if spec.name != "video-classification" or getattr(pipe, "video_processor", None) is not None:
+    """Why the pipeline would fail on ``value`` with an unclear error, said clearly before the call; or None."""
+    check = _INPUT_CHECKS.get(spec.name)
+    return None if check is None else check(pipe, params, value)
+
+
+def _video_too_short(pipe: Any, params: dict, value: Any) -> PipelineError | None:
+    """Video classification without a video processor reads the first ``num_frames * frame_sampling_rate``
+    frames: a shorter video gives the model too few frames, and a shape error."""
+    if getattr(pipe, "video_processor", None) is not None:
         return None
     num_frames = params.get("num_frames") or pipe.model.config.num_frames
     rate = params.get("frame_sampling_rate") or 1
@@ -200,6 +205,32 @@ def input_problem(pipe: Any, spec: TaskSpec, params: dict, value: Any) -> Pipeli
         f"the video has {frames} frame(s); num_frames={num_frames} taken every frame_sampling_rate={rate} frame(s) "
         f"needs {num_frames * rate}: send a longer video or pass a smaller frame_sampling_rate"
     )
+
+
+def _nothing_to_say(pipe: Any, params: dict, value: Any) -> PipelineError | None:
+    """Speech models (VITS) drop the characters their tokenizer lacks: a text of none of the ones it knows
+    leaves no tokens, and a tensor error."""
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if tokenizer is None or not isinstance(value, str):
+        return None
+    try:
+        if len(tokenizer(value)["input_ids"]) > 0:
+            return None
+    except Exception:  # a tokenizer of another kind: the pipeline says what is wrong, if anything
+        return None
+    return PipelineError(
+        f"the text has no character this model can speak: its tokenizer knows {_known_characters(tokenizer)}"
+    )
+
+
+def _known_characters(tokenizer: Any, shown: int = 40) -> str:
+    """Some of the single characters in a tokenizer's vocabulary, for an error message."""
+    characters = sorted(token for token in tokenizer.get_vocab() if len(token) == 1 and token.isprintable())
+    listed = "".join(characters[:shown]) + ("..." if len(characters) > shown else "")
+    return f"{len(characters)} characters ({listed!r})" if characters else "no single characters"
+
+
+_INPUT_CHECKS = {"video-classification": _video_too_short, "text-to-audio": _nothing_to_say}
 
 
 def _result(spec: TaskSpec, output: Any) -> Any:

@@ -110,9 +110,10 @@ def test_text_to_audio_is_deterministic_and_speakers_differ(reference):
 
 
 def test_text_to_audio_bad_inputs_fail_alone(client):
-    records = run(client, "text-to-audio", [TEXTS[0], b"\xff\xfe\x00 not text", TEXTS[2]])
-    assert [record.state for record in records] == ["succeeded", "failed", "succeeded"]
+    records = run(client, "text-to-audio", [TEXTS[0], b"\xff\xfe\x00 not text", TEXTS[2], "日本語です"])
+    assert [record.state for record in records] == ["succeeded", "failed", "succeeded", "failed"]
     check_failed(records[1], "UnreadableMedia", "not UTF-8 text")
+    check_failed(records[3], "PipelineError", "the text has no character this model can speak: its tokenizer knows")
     [speaker] = run(client, "text-to-audio", [TEXTS[0]], {"forward_params": {"speaker_id": 7}})
     check_failed(speaker, "PipelineError", "speaker_id` in the range 0-1")
     [generate] = run(client, "text-to-audio", [TEXTS[0]], {"generate_kwargs": {"max_new_tokens": 4}})
