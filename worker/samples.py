@@ -1,8 +1,9 @@
 """Decoded audio samples: collected in memory or, for long audio, in a temporary file mapped back as an array.
 
 An hour of 16 kHz audio is 220 MiB of float32 samples. Past ``spool_bytes`` the samples go to an anonymous
-temporary file as they are decoded and come back as a read-only :class:`SpooledSamples` array. The speech pipeline
-reads long audio in chunks (``chunk_length_s``), front to back, so only the chunks it is reading stay resident.
+temporary file (in ``TMPDIR``) as they are decoded, and come back as a read-only :class:`SpooledSamples` array.
+The speech pipeline reads long audio in chunks (``chunk_length_s``), front to back, so only the chunks it is
+reading stay resident.
 """
 
 import mmap
@@ -11,6 +12,7 @@ from typing import IO, Any
 
 import numpy as np
 
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # not on Windows: pages then stay mapped until the array goes
 SPOOL_SAMPLE_BYTES = 32 * 1024 * 1024
 """Decoded audio larger than this (about 8.7 minutes at 16 kHz) is kept in a temporary file, not in memory."""
 
@@ -21,10 +23,10 @@ class SpooledSamples(np.memmap):
     read again is simply mapped again from the file: any order of reading gives the same samples."""
 
     def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice) and isinstance(self.base, mmap.mmap) and (index.start or 0) > 0:
-            done = self.offset + index.start * self.itemsize
+        if _DONTNEED is not None and isinstance(index, slice) and isinstance(self.base, mmap.mmap):
+            done = self.offset + max(index.start or 0, 0) * self.itemsize
             if (done := done - done % mmap.PAGESIZE) > 0:
-                self.base.madvise(mmap.MADV_DONTNEED, 0, done)
+                self.base.madvise(_DONTNEED, 0, done)
         return super().__getitem__(index)
 
 
