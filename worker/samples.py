@@ -67,6 +67,7 @@ class SampleSink:
 
     def discard(self) -> None:
         """Drop what was collected (a decoding that failed half-way)."""
+        self.count = 0
         self._pieces.clear()
         if self._file is not None:
             self._file.close()
