@@ -49,7 +49,7 @@ def test_a_large_object_is_spooled_to_a_file_and_decoded_in_bounded_memory(sente
     assert spooled.closed
     assert isinstance(samples, SpooledSamples)
     assert len(samples) / SAMPLING_RATE >= MINUTES * 60
-    assert peak < spool_samples + 1024 * 1024 < samples.nbytes / 8, f"decoding peaked at {peak / 2**20:.1f} MiB"
+    assert peak < spool_samples + 4 * 1024 * 1024 < samples.nbytes / 4, f"decoding peaked at {peak / 2**20:.1f} MiB"
     assert np.array_equal(samples, decode_audio(flac, SAMPLING_RATE, spool_bytes=samples.nbytes + 1))
 
 
