@@ -1,46 +1,30 @@
 """Tiny random models for the audio_table tasks, written to disk in Hub layout (see tests.support.tiny_models).
 
 text-to-audio (VITS), zero-shot-audio-classification (CLAP), video-classification (VideoMAE),
-table-question-answering (TAPAS) and decision (GPT-2 with a ``DecisionConfig``). The MiniLM tokenizer is
-imported lazily: ``tests.support.tiny_models`` reads this module's BUILDERS while it is itself being imported.
+table-question-answering (TAPAS) and decision (GPT-2 with a ``DecisionConfig``).
 """
 
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
-_TINY: dict[str, int] = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
-_CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant:{% endif %}"
+from tests.support.tiny_common import (
+    CHAT_TEMPLATE,
+    TINY,
+    labels,
+    minilm_tokenizer,
+    minilm_tokenizer_dir,
+    save,
+    tiny_gpt2,
 )
+
 VIDEO_LABELS: list[str] = ["walking", "running", "jumping"]
 VIDEO_FRAMES = 4
 """Frames the tiny VideoMAE sees (its ``num_frames``: the pipeline samples that many by default)."""
 CLAP_SECONDS = 3
 """Longest clip the tiny CLAP's feature extractor takes whole (longer ones are cropped at random, as in CLAP)."""
-
-
-def _save(path: Path, model: Any, *processors: Any) -> Path:
-    """Save ``model`` (safetensors) and its processors into ``path``; return ``path``."""
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    for processor in processors:
-        processor.save_pretrained(path)
-    return path
-
-
-def _minilm_dir() -> Path:
-    from tests.support.tiny_models import minilm_tokenizer_dir
-
-    return minilm_tokenizer_dir()
-
-
-def _labels(labels: list[str]) -> dict[str, Any]:
-    return {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
 
 
 def build_text_to_audio(path: Path) -> Path:
@@ -78,7 +62,7 @@ def build_text_to_audio(path: Path) -> Path:
         pad_token_id=0,
     )
     torch.manual_seed(0)
-    return _save(path, VitsModel(config).eval(), tokenizer)
+    return save(path, VitsModel(config).eval(), tokenizer)
 
 
 def build_zero_shot_audio_classification(path: Path) -> Path:
@@ -86,7 +70,9 @@ def build_zero_shot_audio_classification(path: Path) -> Path:
     the MiniLM tokenizer for the text tower (without token type ids, which CLAP does not take)."""
     from transformers import BertTokenizerFast, ClapConfig, ClapFeatureExtractor, ClapModel
 
-    tokenizer = BertTokenizerFast.from_pretrained(_minilm_dir(), model_input_names=["input_ids", "attention_mask"])
+    tokenizer = BertTokenizerFast.from_pretrained(
+        minilm_tokenizer_dir(), model_input_names=["input_ids", "attention_mask"]
+    )
     text = {
         "vocab_size": tokenizer.vocab_size,
         "max_position_embeddings": 64,
@@ -94,7 +80,7 @@ def build_zero_shot_audio_classification(path: Path) -> Path:
         "bos_token_id": tokenizer.cls_token_id,
         "eos_token_id": tokenizer.sep_token_id,
         "projection_dim": 16,
-        **_TINY,
+        **TINY,
     }
     audio = {
         "spec_size": 64,
@@ -113,7 +99,7 @@ def build_zero_shot_audio_classification(path: Path) -> Path:
         feature_size=16, sampling_rate=48_000, hop_length=960, max_length_s=CLAP_SECONDS, truncation="rand_trunc"
     )
     torch.manual_seed(0)
-    return _save(path, ClapModel(config).eval(), tokenizer, extractor)
+    return save(path, ClapModel(config).eval(), tokenizer, extractor)
 
 
 def build_video_classification(path: Path) -> Path:
@@ -122,11 +108,11 @@ def build_video_classification(path: Path) -> Path:
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEImageProcessorPil
 
     config = VideoMAEConfig(
-        image_size=32, patch_size=8, num_frames=VIDEO_FRAMES, tubelet_size=2, **_labels(VIDEO_LABELS), **_TINY
+        image_size=32, patch_size=8, num_frames=VIDEO_FRAMES, tubelet_size=2, **labels(VIDEO_LABELS), **TINY
     )
     processor = VideoMAEImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     torch.manual_seed(0)
-    return _save(path, VideoMAEForVideoClassification(config).eval(), processor)
+    return save(path, VideoMAEForVideoClassification(config).eval(), processor)
 
 
 def build_table_question_answering(path: Path) -> Path:
@@ -134,7 +120,7 @@ def build_table_question_answering(path: Path) -> Path:
     word pieces; segment sums use torch's scatter_reduce (no torch-scatter)."""
     from transformers import TapasConfig, TapasForQuestionAnswering, TapasTokenizer
 
-    tokenizer = TapasTokenizer(str(_minilm_dir() / "vocab.txt"), model_max_length=512)
+    tokenizer = TapasTokenizer(str(minilm_tokenizer_dir() / "vocab.txt"), model_max_length=512)
     config = TapasConfig(
         vocab_size=tokenizer.vocab_size,
         max_position_embeddings=512,
@@ -143,23 +129,20 @@ def build_table_question_answering(path: Path) -> Path:
         no_aggregation_label_index=0,
         use_answer_as_supervision=True,
         init_cell_selection_weights_to_zero=False,
-        **_TINY,
+        **TINY,
     )
     torch.manual_seed(0)
-    return _save(path, TapasForQuestionAnswering(config).eval(), tokenizer)
+    return save(path, TapasForQuestionAnswering(config).eval(), tokenizer)
 
 
 def build_decision(path: Path) -> Path:
     """Tiny GPT2LMHeadModel on the MiniLM word pieces with a chat template and a default DecisionConfig
     (``decision.json``): it scores the options by the logits of their labels (yes/no, a, b, c, ...)."""
-    from transformers import BertTokenizerFast
     from transformers.decision import DecisionConfig
 
-    from tests.support.tiny_models import tiny_gpt2
-
-    tokenizer = BertTokenizerFast.from_pretrained(_minilm_dir())
-    tokenizer.chat_template = _CHAT_TEMPLATE
-    _save(path, tiny_gpt2(tokenizer, n_positions=512), tokenizer)
+    tokenizer = minilm_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    save(path, tiny_gpt2(tokenizer, n_positions=512), tokenizer)
     DecisionConfig().save_pretrained(path)
     return path
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from transformers import BertTokenizerFast
 
-_TINY: dict[str, int] = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+from tests.support.tiny_common import TINY, minilm_tokenizer_dir, save
+
 IMAGE_TOKEN = "<image>"
 AUDIO_TOKENS = ("<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>")
 AUDIO_PROMPT = "".join(AUDIO_TOKENS)
@@ -37,8 +38,6 @@ def _tokenizer(*special: str) -> BertTokenizerFast:
     """The MiniLM word pieces with ``special`` tokens added, padded on the left for generation; without the fixed
     128-token padding and truncation its tokenizer.json carries (processors pass them on to the audio features) and
     without token type ids (which ``generate`` refuses)."""
-    from tests.support.tiny_models import minilm_tokenizer_dir  # here: tiny_models imports this module
-
     tokenizer = BertTokenizerFast.from_pretrained(
         minilm_tokenizer_dir(), model_input_names=["input_ids", "attention_mask"], padding_side="left"
     )
@@ -59,17 +58,15 @@ def _text_config(tokenizer: BertTokenizerFast, model_type: str) -> dict:
         "bos_token_id": tokenizer.cls_token_id,
         "eos_token_id": tokenizer.sep_token_id,
         "pad_token_id": tokenizer.pad_token_id,
-        **_TINY,
+        **TINY,
     }
 
 
-def _save(path: Path, model: torch.nn.Module, processor: object, pad_token_id: int) -> Path:
+def _save_generator(path: Path, model: torch.nn.Module, processor: object, pad_token_id: int) -> Path:
     """Save a generating ``model`` (8 new tokens by default) and its processor into ``path``."""
     model.generation_config.max_new_tokens = 8
     model.generation_config.pad_token_id = pad_token_id
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    return save(path, model, processor)
 
 
 def build_image_text_to_text(path: Path) -> Path:
@@ -86,14 +83,14 @@ def build_image_text_to_text(path: Path) -> Path:
         chat_template=_chat_template("image", IMAGE_TOKEN),
     )
     config = LlavaConfig(
-        vision_config={"model_type": "clip_vision_model", "image_size": 32, "patch_size": 8, **_TINY},
+        vision_config={"model_type": "clip_vision_model", "image_size": 32, "patch_size": 8, **TINY},
         text_config=_text_config(tokenizer, "llama"),
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         image_seq_length=16,
         vision_feature_layer=-1,
     )
     torch.manual_seed(0)
-    return _save(path, LlavaForConditionalGeneration(config).eval(), processor, tokenizer.pad_token_id)
+    return _save_generator(path, LlavaForConditionalGeneration(config).eval(), processor, tokenizer.pad_token_id)
 
 
 def build_any_to_any(path: Path) -> Path:
@@ -121,7 +118,7 @@ def build_any_to_any(path: Path) -> Path:
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
     torch.manual_seed(0)
-    return _save(path, Qwen2AudioForConditionalGeneration(config).eval(), processor, tokenizer.pad_token_id)
+    return _save_generator(path, Qwen2AudioForConditionalGeneration(config).eval(), processor, tokenizer.pad_token_id)
 
 
 def build_keypoint_matching(path: Path) -> Path:
@@ -148,11 +145,8 @@ def build_keypoint_matching(path: Path) -> Path:
         initializer_range=0.3,  # matching scores spread enough for a threshold to keep some matches and drop others
     )
     torch.manual_seed(0)
-    model = SuperGlueForKeypointMatching(config).eval()
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    SuperGlueImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(path)
-    return path
+    processor = SuperGlueImageProcessorPil(size={"height": 64, "width": 64})
+    return save(path, SuperGlueForKeypointMatching(config), processor)
 
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {

@@ -7,11 +7,9 @@ the pipelines' thresholds keep some outputs and drop others.
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import (
-    BertTokenizerFast,
     GLPNConfig,
     GLPNForDepthEstimation,
     GLPNImageProcessorPil,
@@ -30,28 +28,16 @@ from transformers import (
     ViTModel,
 )
 
-_TINY: dict[str, int] = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+from tests.support.tiny_common import TINY, labels, minilm_text_tower, minilm_tokenizer, save
+
 _SEGMENT_LABELS: list[str] = ["sky", "tree", "road", "car"]
-
-
-def _save(path: Path, model: Any, *processors: Any) -> Path:
-    """Save ``model`` (safetensors, eval mode) and its processors into ``path``; return ``path``."""
-    path.mkdir(parents=True, exist_ok=True)
-    model.eval().save_pretrained(path, safe_serialization=True)
-    for processor in processors:
-        processor.save_pretrained(path)
-    return path
-
-
-def _labels(labels: list[str]) -> dict[str, Any]:
-    return {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
 
 
 def build_image_feature_extraction(path: Path) -> Path:
     """Tiny ViTModel (32x32, patch 8) with its pooler, so ``pool=True`` has a pooled output."""
-    config = ViTConfig(image_size=32, patch_size=8, **_TINY)
+    config = ViTConfig(image_size=32, patch_size=8, **TINY)
     torch.manual_seed(0)
-    return _save(path, ViTModel(config), ViTImageProcessorPil(size={"height": 32, "width": 32}))
+    return save(path, ViTModel(config), ViTImageProcessorPil(size={"height": 32, "width": 32}))
 
 
 def build_image_segmentation(path: Path) -> Path:
@@ -77,7 +63,7 @@ def build_image_segmentation(path: Path) -> Path:
         num_attention_heads=2,
         dim_feedforward=32,
         num_queries=6,
-        **_labels(_SEGMENT_LABELS),
+        **labels(_SEGMENT_LABELS),
     )
     processor = Mask2FormerImageProcessorPil(size={"height": 64, "width": 64}, ignore_index=255)
     torch.manual_seed(0)
@@ -86,7 +72,7 @@ def build_image_segmentation(path: Path) -> Path:
         model.class_predictor.weight.mul_(30)
         model.class_predictor.bias[-1] = -10
         model.get_submodule("model.transformer_module.decoder.mask_predictor.mask_embedder.2.0").weight.mul_(40)
-    return _save(path, model, processor)
+    return save(path, model, processor)
 
 
 def build_depth_estimation(path: Path) -> Path:
@@ -102,7 +88,7 @@ def build_depth_estimation(path: Path) -> Path:
         decoder_hidden_size=16,
     )
     torch.manual_seed(0)
-    return _save(path, GLPNForDepthEstimation(config), GLPNImageProcessorPil(size_divisor=32))
+    return save(path, GLPNForDepthEstimation(config), GLPNImageProcessorPil(size_divisor=32))
 
 
 def build_mask_generation(path: Path) -> Path:
@@ -137,29 +123,20 @@ def build_mask_generation(path: Path) -> Path:
     with torch.no_grad():  # predicted IoUs spread around 0.9 (not all near 0), so pred_iou_thresh cuts somewhere
         model.mask_decoder.iou_prediction_head.proj_out.weight.mul_(20)
         model.mask_decoder.iou_prediction_head.proj_out.bias.fill_(0.9)
-    return _save(path, model, processor)
+    return save(path, model, processor)
 
 
 def build_zero_shot_object_detection(path: Path) -> Path:
     """Tiny OwlViTForObjectDetection (32x32 images, patch 8) with the MiniLM tokenizer for the text tower."""
-    from tests.support.tiny_models import minilm_tokenizer_dir  # here: tiny_models imports this module
-
-    tokenizer = BertTokenizerFast.from_pretrained(minilm_tokenizer_dir())
+    tokenizer = minilm_tokenizer()
     config = OwlViTConfig(
-        text_config={
-            "vocab_size": tokenizer.vocab_size,
-            "max_position_embeddings": 64,
-            "bos_token_id": tokenizer.cls_token_id,
-            "eos_token_id": tokenizer.sep_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-            **_TINY,
-        },
-        vision_config={"image_size": 32, "patch_size": 8, **_TINY},
+        text_config=minilm_text_tower(tokenizer),
+        vision_config={"image_size": 32, "patch_size": 8, **TINY},
         projection_dim=32,  # the class head compares image embeddings (hidden size) with the text projections
     )
     processor = OwlViTImageProcessorPil(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32})
     torch.manual_seed(0)
-    return _save(path, OwlViTForObjectDetection(config), tokenizer, processor)
+    return save(path, OwlViTForObjectDetection(config), tokenizer, processor)
 
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {

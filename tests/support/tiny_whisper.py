@@ -21,6 +21,8 @@ from transformers import (
 )
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
+from tests.support.tiny_common import save
+
 _MAX_TARGET_POSITIONS = 64
 _MAX_NEW_TOKENS = 20
 _INIT_STD = 1.0
@@ -128,10 +130,7 @@ def build_whisper(path: Path, *, size: str = "tiny", max_new_tokens: int = _MAX_
     if not test_model:  # text tokens only: no end of text, and no special or timestamp token to start a new segment
         generation.suppress_tokens = list(range(eos, config.vocab_size))
     model.generation_config = generation
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, safe_serialization=True)
-    WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(path)
-    return path
+    return save(path, model, WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer))
 
 
 EXTRA_MODELS: dict[str, tuple[str, Callable[[Path], Path]]] = {
