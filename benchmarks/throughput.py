@@ -344,10 +344,8 @@ def main() -> None:
     light = make_texts(args.light_jobs, seed=1)
     knobs = ("max_batch", "flush_interval", "batch_size")
     overrides = {key: value for key, value in vars(args).items() if key in knobs and value is not None}
-    fields = ModelEntry.model_fields
-    chunk = int(overrides.get("max_batch", fields["max_batch"].default))
-    chunk_bs = int(overrides.get("batch_size", fields["batch_size"].default))
-    flush = overrides.get("flush_interval", fields["flush_interval"].default)
+    entry = ModelEntry(name=MODEL, task=TASK, **overrides)  # the worker's settings, defaults included
+    chunk, chunk_bs, flush = entry.max_batch, entry.pipeline_batch_size("cpu"), entry.flush_interval
     cpu_start, wall_start = cpu_seconds(), time.perf_counter()
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeq-bench-")))
