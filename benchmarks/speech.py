@@ -22,22 +22,11 @@ with the worker's peak resident memory against the decoded samples' size.
         [--batch-size N] [--device cpu] [--dtype float32] [--hour]
 """
 
-import os
+from pipeq.local_services import isolate_environment, redis_server, s3_server
 
-for _name in [name for name in os.environ if name.startswith("PIPEQ_")]:
-    del os.environ[_name]
-os.environ.update(
-    HF_HUB_OFFLINE="1",
-    TRANSFORMERS_OFFLINE="1",
-    TOKENIZERS_PARALLELISM="false",
-    HF_HUB_DISABLE_PROGRESS_BARS="1",
-    AWS_ACCESS_KEY_ID="bench",
-    AWS_SECRET_ACCESS_KEY="bench",
-    AWS_DEFAULT_REGION="us-east-1",
-)
+isolate_environment("bench")  # before transformers is imported
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import random  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -50,10 +39,11 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from benchmarks.throughput import (  # noqa: E402
-    BENCH,
     MODEL,
     cpu_seconds,
+    other_cpu_seconds,
     pipeq_throughput,
+    publish,
     timed,
     wait_ready,
     worker_process,
@@ -61,7 +51,6 @@ from benchmarks.throughput import (  # noqa: E402
 )
 from config.catalogue import ModelEntry  # noqa: E402
 from config.settings import load_settings  # noqa: E402
-from pipeq.local_services import redis_server, s3_server  # noqa: E402
 from producer.client import Client  # noqa: E402
 from tests.support.media import SAMPLING_RATE, encode_audio, repeated, speech  # noqa: E402
 from tests.support.tiny_models import build_ctc_asr  # noqa: E402
@@ -268,13 +257,8 @@ def main() -> None:
                     print("an hour of speech ...", flush=True)
                     chunk_length_s = 30 if args.size.startswith("whisper-") else 10
                     results["hour"] = one_hour(s3, client, process, args.minutes, chunk_length_s)
-    (machine_end, mine_end), (machine_start, mine_start) = cpu_seconds(), cpu_start
-    results["other_cpu_seconds"] = max(0.0, (machine_end - machine_start) - (mine_end - mine_start))
-    print()
-    print(report(results))
-    BENCH.mkdir(exist_ok=True)
-    (BENCH / "speech.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {BENCH / 'speech.json'}")
+    results["other_cpu_seconds"] = other_cpu_seconds(cpu_start)
+    publish(results, report(results), "speech.json")
 
 
 if __name__ == "__main__":

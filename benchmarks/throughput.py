@@ -23,11 +23,9 @@ Results are printed and written to ``.bench/results.json``.
 
 import os
 
-for _name in [name for name in os.environ if name.startswith("PIPEQ_")]:
-    del os.environ[_name]
-os.environ.update(
-    HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_HUB_DISABLE_PROGRESS_BARS="1"
-)
+from pipeq.local_services import isolate_environment, redis_server
+
+isolate_environment()  # before transformers is imported
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -51,7 +49,6 @@ import transformers  # noqa: E402
 from config.catalogue import ModelEntry  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from config.tasks import TASKS  # noqa: E402
-from pipeq.local_services import redis_server  # noqa: E402
 from producer.client import Client  # noqa: E402
 from tests.support.tiny_models import build_text_classification  # noqa: E402
 from worker.decoding import Decoded  # noqa: E402
@@ -156,6 +153,21 @@ def cpu_seconds() -> tuple[float, float]:
     machine = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
     mine = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return machine, sum(usage.ru_utime + usage.ru_stime for usage in mine)
+
+
+def other_cpu_seconds(since: tuple[float, float]) -> float:
+    """CPU seconds the machine's other processes used since ``since`` (a :func:`cpu_seconds` reading)."""
+    (machine_end, mine_end), (machine_start, mine_start) = cpu_seconds(), since
+    return max(0.0, (machine_end - machine_start) - (mine_end - mine_start))
+
+
+def publish(results: dict[str, Any], table: str, name: str) -> None:
+    """Print ``table`` and write ``results`` to ``.bench/<name>``."""
+    print()
+    print(table)
+    BENCH.mkdir(exist_ok=True)
+    (BENCH / name).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {BENCH / name}")
 
 
 def toml_value(value: Any) -> str:
@@ -401,14 +413,9 @@ def main() -> None:
                         "model_time": percentiles(model_seconds),
                         "overhead": percentiles(overhead),
                     }
-    (machine_end, mine_end), (machine_start, mine_start) = cpu_seconds(), cpu_start
     results["wall_seconds"] = time.perf_counter() - wall_start
-    results["other_cpu_seconds"] = max(0.0, (machine_end - machine_start) - (mine_end - mine_start))
-    print()
-    print(report(results))
-    BENCH.mkdir(exist_ok=True)
-    (BENCH / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {BENCH / 'results.json'}")
+    results["other_cpu_seconds"] = other_cpu_seconds(cpu_start)
+    publish(results, report(results), "results.json")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Private services on loopback for the demo, tests and benchmarks: redis-server and an S3-compatible server (moto)."""
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -10,6 +11,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+
+
+def isolate_environment(s3_key: str | None = None) -> None:
+    """Make this process independent of the machine's settings, before transformers is imported: drop the PIPEQ_*
+    variables, load models offline, quiet tokenizer threads and progress bars; with ``s3_key``, credentials for the
+    private S3 server (it accepts any)."""
+    for name in [name for name in os.environ if name.startswith("PIPEQ_")]:
+        del os.environ[name]
+    os.environ.update(
+        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_HUB_DISABLE_PROGRESS_BARS="1"
+    )
+    if s3_key is not None:
+        os.environ.update(AWS_ACCESS_KEY_ID=s3_key, AWS_SECRET_ACCESS_KEY=s3_key, AWS_DEFAULT_REGION="us-east-1")
 
 
 def free_port() -> int:

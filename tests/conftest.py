@@ -1,27 +1,17 @@
 """Shared fixtures: real redis-server and S3 server on loopback, tiny models on disk, a worker in a thread."""
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-for _name in [name for name in os.environ if name.startswith("PIPEQ_")]:
-    del os.environ[_name]
-os.environ.update(
-    HF_HUB_OFFLINE="1",
-    TRANSFORMERS_OFFLINE="1",
-    AWS_ACCESS_KEY_ID="testing",
-    AWS_SECRET_ACCESS_KEY="testing",
-    AWS_DEFAULT_REGION="us-east-1",
-    TOKENIZERS_PARALLELISM="false",
-    HF_HUB_DISABLE_PROGRESS_BARS="1",
-)
+from pipeq.local_services import isolate_environment, redis_server, s3_server
+
+isolate_environment("testing")  # before transformers is imported
 
 from config.catalogue import ModelEntry  # noqa: E402
 from config.settings import Limits, Settings  # noqa: E402
-from pipeq.local_services import redis_server, s3_server  # noqa: E402
 from pipeq.storage import s3_client  # noqa: E402
 from producer import Client  # noqa: E402
 from tests.support.tiny_models import BUILDERS, EXTRA_MODELS  # noqa: E402
