@@ -103,6 +103,11 @@ DICT_INPUT_CHECKS: dict[str, Callable[[dict], None]] = {"table-question-answerin
 """Per task, a check of a dict input's shape that fails a malformed one with a clear WrongInputKind."""
 
 
+def is_fetched_media(value: Any) -> bool:
+    """Whether ``value`` is a fetched object: bytes, or a spooled file (see worker.media)."""
+    return isinstance(value, bytes) or hasattr(value, "read")
+
+
 def decode_media(kind: MediaKind | str, raw: Media, sampling_rate: int | None = None) -> Decoded:
     """Audio as ``{"raw": samples, "sampling_rate": rate}`` (seconds), an RGB image (pixels), a video as the
     path of a temporary file (bytes)."""
@@ -138,7 +143,7 @@ def decode_media_in(value: Any, sampling_rate: int | None = None, kind: MediaKin
 
     def walk(node: Any, kind: MediaKind | None) -> Any:
         nonlocal size
-        if isinstance(node, bytes) or hasattr(node, "read"):
+        if is_fetched_media(node):
             if kind is None:
                 raise WrongInputKind("media where none is expected: put it under image(s), audio(s) or video(s)")
             decoded = decode_media(kind, node, sampling_rate)
@@ -200,7 +205,7 @@ def require_media_references(value: Any, key: str | None = None) -> None:
     elif isinstance(value, list):
         for item in value:
             require_media_references(item, key)
-    elif key in MEDIA_KEYS | {"base64"} and not (isinstance(value, bytes) or hasattr(value, "read")):
+    elif key in MEDIA_KEYS | {"base64"} and not is_fetched_media(value):
         raise WrongInputKind(
             f"{key!r} holds {type(value).__name__} {str(value)[:60]!r}, not media: pass an s3://bucket/key "
             "reference or inline bytes (URLs and paths are not fetched)"
