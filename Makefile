@@ -8,7 +8,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: demo test lint bench system-deps setup clean
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(PYTHON) -m pipeq.demo
+	HF_HUB_OFFLINE=1 $(PYTHON) -m devtools.demo
 
 test: setup
 	$(VENV)/bin/ruff check .

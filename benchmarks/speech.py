@@ -3,7 +3,7 @@
 One run, one random model (``--size``): a Wav2Vec2ForCTC of wav2vec2-base's shape ("base", 95 M parameters; layer
 norm and an attention mask, so padded batches give single calls' results) or the tests' "tiny" one; or a Whisper of
 one of OpenAI's checkpoint shapes ("whisper-tiny" to "whisper-large-v3", 1.6 B parameters) that decodes exactly
-``--max-new-tokens`` tokens per clip (see tests.support.tiny_whisper). The clips are real espeak-ng speech of
+``--max-new-tokens`` tokens per clip (see devtools.tiny_whisper). The clips are real espeak-ng speech of
 varied length (``--clips``, 1 to 20 s), stored as OGG in a local S3 server; in-process runs get the same clips
 decoded. It measures clips/s for
 
@@ -11,7 +11,7 @@ decoded. It measures clips/s for
   users call it) and over the length-sorted list at batch_size 8;
 * a pipeq worker process (default micro-batching, or ``--batch-size``; media fetched from S3 and decoded by the
   worker);
-* the same worker with ``max_batch = 1`` and ``batch_size = 1``: one job, one pipeline call;
+* the same worker with ``max_batch_jobs = 1`` and ``batch_size = 1``: one job, one pipeline call;
 
 and with ``--hour``, one hour of speech (OGG) transcribed in chunks (10 s; 30 s for Whisper) by a worker process,
 with the worker's peak resident memory against the decoded samples' size.
@@ -22,7 +22,7 @@ with the worker's peak resident memory against the decoded samples' size.
         [--batch-size N] [--device cpu] [--dtype float32] [--hour]
 """
 
-from pipeq.local_services import isolate_environment, redis_server, s3_server
+from devtools.local_services import isolate_environment, redis_server, s3_server
 
 isolate_environment("bench")  # before transformers is imported
 
@@ -37,6 +37,10 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from pipeq.config.catalogue import ModelEntry  # noqa: E402
+from pipeq.config.settings import load_settings  # noqa: E402
+from pipeq.producer.client import Client  # noqa: E402
+from pipeq.worker.decoding import decode_audio  # noqa: E402
 
 from benchmarks.throughput import (  # noqa: E402
     MODEL,
@@ -49,13 +53,9 @@ from benchmarks.throughput import (  # noqa: E402
     worker_process,
     write_config,
 )
-from config.catalogue import ModelEntry  # noqa: E402
-from config.settings import load_settings  # noqa: E402
-from producer.client import Client  # noqa: E402
-from tests.support.media import SAMPLING_RATE, encode_audio, repeated, speech  # noqa: E402
-from tests.support.tiny_models import build_ctc_asr  # noqa: E402
-from tests.support.tiny_whisper import WHISPER_SHAPES, build_whisper  # noqa: E402
-from worker.decoding import decode_audio  # noqa: E402
+from devtools.media import SAMPLING_RATE, encode_audio, repeated, speech  # noqa: E402
+from devtools.tiny_models import build_ctc_asr  # noqa: E402
+from devtools.tiny_whisper import WHISPER_SHAPES, build_whisper  # noqa: E402
 
 TASK = "automatic-speech-recognition"
 BUCKET = "bench"
@@ -170,7 +170,7 @@ def report(results: dict[str, Any]) -> str:
         rate = row.get("items_per_s", row.get("jobs_per_s"))
         line = f"{name:{width}}{rate:>10.2f}{row['seconds']:>10.1f}"
         if "batches" in row:
-            line += f"   {row['batches']} batches, mean batch_size {row['mean_batch_size']:.1f}"
+            line += f"   {row['batches']} batches, mean jobs per micro-batch {row['mean_micro_batch_jobs']:.1f}"
         lines.append(line)
     best = max(("bs1", "bs8"), key=lambda key: inp[key]["items_per_s"])
     ratios = [
@@ -213,7 +213,7 @@ def main() -> None:
         "dtype": args.dtype,
         "torch_threads": torch.get_num_threads(),
         "pipeq_batch_size": args.batch_size
-        or ModelEntry(name=MODEL, task=TASK).pipeline_batch_size(args.device.split(":")[0]),
+        or ModelEntry(name=MODEL, task=TASK).batch_size_on(args.device.split(":")[0]),
     }
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeq-bench-speech-")))
@@ -232,8 +232,8 @@ def main() -> None:
         settings["limits"] = {"max_media_bytes": 256 * 1024 * 1024}
         s3 = None
         refs: list[str] = []
-        pipeq_batching = {} if args.batch_size is None else {"batch_size": args.batch_size}
-        naive_batching = {"max_batch": 1, "batch_size": 1}
+        pipeq_batching = {} if args.batch_size is None else {"pipeline_batch_size": args.batch_size}
+        naive_batching = {"max_batch_jobs": 1, "pipeline_batch_size": 1}
         runs = (("pipeq", "speech", 0, pipeq_batching), ("one_job_one_call", "speech-naive", 2, naive_batching))
         for key, queue, db, batching in runs:
             print(f"{key} worker ...", flush=True)

@@ -5,11 +5,11 @@ seeded set of review-like English texts whose lengths follow a skewed, log-norma
 a few up to ~300 words). It measures:
 
 * in-process ``pipeline("text-classification")`` over the list at batch_size 1, 8 and 32 (unsorted, as users
-  call it), over the length-sorted list at batch_size 16, and cut in ``max_batch``-item chunks each sorted by
+  call it), over the length-sorted list at batch_size 16, and cut in ``max_batch_jobs``-item chunks each sorted by
   length (pipeq's own micro-batching without the queue, so "pipeq / that" is the cost of the queue): items/s;
-* a pipeq worker (a separate ``celery -A worker.app worker`` process, default micro-batching) fed all the jobs at
+* a pipeq worker (a separate ``celery -A pipeq.worker.app worker`` process, default micro-batching) fed all the jobs at
   once with ``Client.submit_many`` / ``wait_many``: jobs/s from first submit to last result;
-* the same worker with ``max_batch = 1`` and ``batch_size = 1``: one job, one pipeline call;
+* the same worker with ``max_batch_jobs = 1`` and ``batch_size = 1``: one job, one pipeline call;
 * light load: jobs submitted one at a time at ``--rate`` jobs/s, each job's submit-to-result latency measured
   by the client, against the in-process time of the same text at batch size 1 (queue overhead = the difference).
 
@@ -23,7 +23,7 @@ Results are printed and written to ``.bench/results.json``.
 
 import os
 
-from pipeq.local_services import isolate_environment, redis_server
+from devtools.local_services import isolate_environment, redis_server
 
 isolate_environment()  # before transformers is imported
 
@@ -45,14 +45,14 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from pipeq.config.catalogue import ModelEntry  # noqa: E402
+from pipeq.config.settings import load_settings  # noqa: E402
+from pipeq.config.tasks import TASKS  # noqa: E402
+from pipeq.producer.client import Client  # noqa: E402
+from pipeq.worker.decoding import Decoded  # noqa: E402
+from pipeq.worker.inference import run_group  # noqa: E402
 
-from config.catalogue import ModelEntry  # noqa: E402
-from config.settings import load_settings  # noqa: E402
-from config.tasks import TASKS  # noqa: E402
-from producer.client import Client  # noqa: E402
-from tests.support.tiny_models import build_text_classification  # noqa: E402
-from worker.decoding import Decoded  # noqa: E402
-from worker.inference import run_group  # noqa: E402
+from devtools.tiny_models import build_text_classification  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
@@ -188,7 +188,7 @@ def write_config(
     **entry: Any,
 ) -> Path:
     """A PIPEQ_CONFIG file: private Redis (broker db ``db``, records ``db + 1``), other ``settings``, and one
-    catalogue entry serving ``task`` with the ``entry`` fields given (max_batch, batch_size, dtype, ...)."""
+    catalogue entry serving ``task`` with the ``entry`` fields given (max_batch_jobs, batch_size, dtype, ...)."""
     lines = [
         f'broker_url = "{redis_url}/{db}"',
         f'result_backend = "{redis_url}/{db + 1}"',
@@ -207,7 +207,7 @@ def write_config(
 
 @contextmanager
 def worker_process(config: Path, queue: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``celery -A worker.app worker`` in its own process, configured by ``config``; stopped on exit."""
+    """``celery -A pipeq.worker.app worker`` in its own process, configured by ``config``; stopped on exit."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PIPEQ_")}
     env["PIPEQ_CONFIG"] = str(config)
     options = f"-A worker.app worker -Q {queue} -P solo --without-gossip --without-mingle --loglevel=WARNING"
@@ -263,7 +263,7 @@ def pipeq_throughput(client: Client, inputs: list[Any], task: str = TASK, **para
         "seconds": seconds,
         "submit_seconds": submitted - start,
         "batches": len(set(started)),  # a batch's jobs share one started_at
-        "mean_batch_size": float(np.mean([record.batch_size or 0 for record in records])),
+        "mean_micro_batch_jobs": float(np.mean([record.micro_batch_jobs or 0 for record in records])),
         "worker_span_seconds": (max(finished) - min(started)).total_seconds(),
     }
 
@@ -277,7 +277,7 @@ def light_load(client: Client, texts: list[str], rate: float) -> tuple[list[floa
         start = time.perf_counter()
         record = client.wait(client.submit(TASK, texts[i], model=MODEL), timeout=120)
         latencies[i] = time.perf_counter() - start
-        batch_sizes[i] = record.batch_size or 0
+        batch_sizes[i] = record.micro_batch_jobs or 0
         if record.state != "succeeded":
             raise RuntimeError(f"light-load job failed: {record.error}")
 
@@ -313,13 +313,13 @@ def report(results: dict[str, Any]) -> str:
         ("in-process, length-sorted, batch_size=16", inp["sorted_bs16"]),
         (f"in-process, pipeq's batching in {results['chunk']}-item chunks", inp["chunked"]),
         ("pipeq worker", pq),
-        ("one-job-one-call worker (max_batch=1, bs=1)", naive),
+        ("one-job-one-call worker (max_batch_jobs=1, pipeline_batch_size=1)", naive),
     ]
     for name, row in rows:
         line = f"{name:{width}}{row.get('items_per_s', row.get('jobs_per_s')):>10.1f}{row['seconds']:>10.1f}"
         if "batches" in row:
             line += (
-                f"   {row['batches']} batches, mean batch_size {row['mean_batch_size']:.1f}, "
+                f"   {row['batches']} batches, mean jobs per micro-batch {row['mean_micro_batch_jobs']:.1f}, "
                 f"worker span {row['worker_span_seconds']:.1f} s"
             )
         lines.append(line)
@@ -331,7 +331,8 @@ def report(results: dict[str, Any]) -> str:
     ]
     lines += ["", *(f"{name:{width}}{pq['jobs_per_s'] / other:>9.2f}x" for name, other in ratios), ""]
     lines.append(
-        f"light load: {light['jobs']} jobs at {light['rate']}/s, mean batch_size {light['mean_batch_size']:.2f}"
+        f"light load: {light['jobs']} jobs at {light['rate']}/s, "
+        f"mean jobs per micro-batch {light['mean_micro_batch_jobs']:.2f}"
     )
     lines.append(f"{'':{width}}{'p50 ms':>10}{'p99 ms':>10}")
     for name in ("latency", "model_time", "overhead"):
@@ -346,18 +347,18 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000, help="texts in the throughput runs")
     parser.add_argument("--light-jobs", type=int, default=100, help="jobs in the light-load run")
     parser.add_argument("--rate", type=float, default=10.0, help="jobs/s in the light-load run")
-    parser.add_argument("--max-batch", type=int, help="pipeq worker max_batch (default: the catalogue default)")
-    parser.add_argument("--flush-interval", type=float, help="pipeq worker flush_interval")
+    parser.add_argument("--max-batch", type=int, help="pipeq worker max_batch_jobs (default: the catalogue default)")
+    parser.add_argument("--flush-interval", type=float, help="pipeq worker max_wait_s")
     parser.add_argument("--batch-size", type=int, help="pipeq worker pipeline batch_size")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below on SIGTERM too
 
     texts = make_texts(args.jobs)
     light = make_texts(args.light_jobs, seed=1)
-    knobs = ("max_batch", "flush_interval", "batch_size")
+    knobs = ("max_batch_jobs", "max_wait_s", "batch_size")
     overrides = {key: value for key, value in vars(args).items() if key in knobs and value is not None}
     entry = ModelEntry(name=MODEL, task=TASK, **overrides)  # the worker's settings, defaults included
-    chunk, chunk_bs, flush = entry.max_batch, entry.pipeline_batch_size("cpu"), entry.flush_interval
+    chunk, chunk_bs, flush = entry.max_batch_jobs, entry.batch_size_on("cpu"), entry.max_wait_s
     cpu_start, wall_start = cpu_seconds(), time.perf_counter()
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeq-bench-")))
@@ -380,7 +381,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "chunk": chunk,
             "chunk_bs": chunk_bs,
-            "pipeq_batching": f"max_batch={chunk}, batch_size={chunk_bs}, flush_interval={flush}",
+            "pipeq_batching": f"max_batch_jobs={chunk}, pipeline_batch_size={chunk_bs}, max_wait_s={flush}",
         }
         print("in-process pipeline ...", flush=True)
         results["in_process"] = in_process(model, texts, light, chunk, chunk_bs)
@@ -389,7 +390,7 @@ def main() -> None:
         redis_url = stack.enter_context(redis_server())
         runs = (
             ("pipeq", "bench", 0, overrides),
-            ("one_job_one_call", "bench-naive", 2, {"max_batch": 1, "batch_size": 1}),
+            ("one_job_one_call", "bench-naive", 2, {"max_batch_jobs": 1, "pipeline_batch_size": 1}),
         )
         for key, queue, db, batching in runs:
             print(f"{key} worker ...", flush=True)
@@ -408,7 +409,7 @@ def main() -> None:
                     results["light"] = {
                         "jobs": len(light),
                         "rate": args.rate,
-                        "mean_batch_size": float(np.mean(sizes)),
+                        "mean_micro_batch_jobs": float(np.mean(sizes)),
                         "latency": percentiles(latencies),
                         "model_time": percentiles(model_seconds),
                         "overhead": percentiles(overhead),

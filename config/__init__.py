@@ -1,8 +1,8 @@
 """Settings, the model catalogue and the table of tasks pipeq serves."""
 
-from config.catalogue import Catalogue, ModelEntry, UnknownModel
-from config.settings import IngestRule, Limits, Settings, Webhooks, load_settings
-from config.tasks import TASKS, TaskSpec, UnknownTask, task_spec
+from pipeq.config.catalogue import Catalogue, ModelEntry, UnknownModel
+from pipeq.config.settings import IngestRule, Limits, Settings, Webhooks, load_settings
+from pipeq.config.tasks import TASKS, TaskSpec, UnknownTask, task_spec
 
 __all__ = [
     "TASKS",

@@ -1,8 +1,10 @@
 """The model catalogue: the only models workers will load, and which queue serves each."""
 
 import re
+import warnings
 from typing import Literal
 
+from pipeq.config.tasks import canonical_task, task_spec
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -13,12 +15,37 @@ from pydantic import (
     model_validator,
 )
 
-from config.tasks import canonical_task, task_spec
-
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Quantization = Literal["8bit", "4bit"]
 DEFAULT_BATCH_SIZE = 16
 _MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+
+
+class DeprecatedSetting(FutureWarning):
+    """A configuration key that was renamed: it still works, and the warning names the new key."""
+
+
+RENAMED_KEYS = {
+    "max_batch": "max_batch_jobs",
+    "flush_interval": "max_wait_s",
+    "batch_size": "pipeline_batch_size",
+}
+"""Old catalogue keys -> their names now (one meaning per word: a micro-batch holds jobs, a pipeline call's
+``batch_size`` counts inputs)."""
+
+
+def rename_deprecated(data: dict, renamed: dict[str, str], where: str) -> dict:
+    """``data`` with each old key of ``renamed`` moved to its new name, warning once per key; both given is an
+    error."""
+    data = dict(data)
+    for old, new in renamed.items():
+        if old not in data:
+            continue
+        if new in data:
+            raise ValueError(f"{where} sets both {old!r} and {new!r}: {old!r} is the old name of {new!r}, keep only it")
+        warnings.warn(f"{where}: {old!r} is deprecated, use {new!r}", DeprecatedSetting, stacklevel=2)
+        data[new] = data.pop(old)
+    return data
 
 
 class UnknownModel(ValueError):
@@ -36,12 +63,14 @@ class ModelEntry(BaseModel):
     revision: str | None = Field(default=None, description="Hub branch, tag or commit to pin")
     queue: str = "pipeq"
     dtype: DType = "auto"
-    max_batch: PositiveInt = Field(default=128, description="most jobs in one micro-batch")
-    flush_interval: PositiveFloat = Field(default=0.01, description="seconds the first job of a batch waits")
-    batch_size: PositiveInt | None = Field(
+    max_batch_jobs: PositiveInt = Field(default=128, description="most jobs in one micro-batch")
+    max_wait_s: PositiveFloat = Field(
+        default=0.01, description="seconds the first job of a micro-batch waits for company while the model is busy"
+    )
+    pipeline_batch_size: PositiveInt | None = Field(
         default=None,
-        description="`batch_size` passed to the pipeline; by default 16, or 1 for audio models on CPU (see "
-        "pipeline_batch_size)",
+        description="`batch_size` passed to the pipeline: inputs per forward pass; by default 16, or 1 for audio "
+        "models on CPU (see batch_size_on)",
     )
     default: bool = Field(default=False, description="serve jobs of this task that name no model")
     trust_remote_code: bool = False
@@ -54,20 +83,20 @@ class ModelEntry(BaseModel):
     )
     quantization: Quantization | None = Field(default=None, description="8bit or 4bit (bitsandbytes, CUDA only)")
 
-    def pipeline_batch_size(self, device_type: str) -> int:
+    def batch_size_on(self, device_type: str) -> int:
         """The ``batch_size`` of this model's pipeline calls on a ``device_type`` ("cpu", "cuda", ...) device: the
         configured one, or by default 1 for audio models on CPU and 16 otherwise. On CPU, batching speech models
         costs more than it saves, even for clips of similar length (``python -m benchmarks.speech``: wav2vec2-base
         and Whisper-base shapes, 2 cores); on GPUs and for text it pays."""
-        if self.batch_size is not None:
-            return self.batch_size
+        if self.pipeline_batch_size is not None:
+            return self.pipeline_batch_size
         return 1 if device_type == "cpu" and task_spec(self.task).modality == "audio" else DEFAULT_BATCH_SIZE
 
     @model_validator(mode="before")
     @classmethod
     def _name_and_id(cls, data: dict) -> dict:
         if isinstance(data, dict):
-            data = dict(data)
+            data = rename_deprecated(data, RENAMED_KEYS, f"model {data.get('name') or data.get('id')!r}")
             data.setdefault("name", data.get("id"))
             if not data.get("id"):
                 data["id"] = data.get("name")

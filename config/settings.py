@@ -4,6 +4,8 @@ import os
 from functools import cached_property
 from pathlib import Path
 
+from pipeq.config.catalogue import Catalogue, ModelEntry
+from pipeq.config.tasks import task_spec
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -11,9 +13,6 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-
-from config.catalogue import Catalogue, ModelEntry
-from config.tasks import task_spec
 
 
 class Limits(BaseModel):
@@ -129,7 +128,7 @@ class Settings(BaseSettings):
         """
         if self.visibility_timeout:
             return self.visibility_timeout
-        slowest = max((m.expected_seconds + m.flush_interval for m in self.models), default=60.0)
+        slowest = max((m.expected_seconds + m.max_wait_s for m in self.models), default=60.0)
         retry_wait = self.webhooks.max_backoff + self.webhooks.timeout
         return int(max(300, 2 * slowest + 60, retry_wait + 60))
 

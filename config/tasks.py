@@ -19,7 +19,7 @@ Inputs per task:
   travels as parameters: ``candidate_labels`` for the zero-shot tasks, ``question`` (and optionally
   ``word_boxes``, ``[[word, [x0, y0, x1, y1]], ...]`` with boxes scaled to 0-1000, instead of Tesseract OCR)
   for document-question-answering.
-* "dict" tasks take dict inputs only, media inside by reference (see pipeq.contract): image-text-to-text
+* "dict" tasks take dict inputs only, media inside by reference (see pipeq.core.contract): image-text-to-text
   ``{"images": ..., "text": "<image> ..."}`` or a chat whose content parts hold images; any-to-any likewise with
   ``audio`` and ``videos``; keypoint-matching ``{"images": [first, second]}``; table-question-answering
   ``{"table": {column: [cells]}, "query": ...}``; decision ``{"state": ..., "questions": {...}}``. Their

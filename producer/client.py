@@ -3,14 +3,15 @@
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from config.catalogue import UnknownModel
-from config.settings import Settings, load_settings
-from config.tasks import UnknownTask
-from pipeq.contract import InvalidJob, Job, make_input
-from pipeq.messaging import TASK_NAME, make_celery
-from pipeq.records import JobRecord, RecordStore
-from pipeq.results import ResultStorage
-from pipeq.storage import s3_client
+from pipeq.config.catalogue import UnknownModel
+from pipeq.config.settings import Settings, load_settings
+from pipeq.config.tasks import UnknownTask
+
+from pipeq.core.contract import InvalidJob, Job, make_input
+from pipeq.core.messaging import TASK_NAME, make_celery
+from pipeq.core.records import JobRecord, RecordStore
+from pipeq.core.results import ResultStorage
+from pipeq.core.storage import s3_client
 
 
 class UnknownJob(LookupError):

@@ -1,25 +1,22 @@
 """Shared fixtures: real redis-server and S3 server on loopback, tiny models on disk, a worker in a thread."""
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from pipeq.local_services import isolate_environment, redis_server, s3_server
+from devtools.local_services import isolate_environment, redis_server, s3_server
 
 isolate_environment("testing")  # before transformers is imported
 
-from config.catalogue import ModelEntry  # noqa: E402
-from config.settings import Limits, Settings  # noqa: E402
-from pipeq.storage import s3_client  # noqa: E402
-from producer import Client  # noqa: E402
-from tests.support.tiny_models import BUILDERS, EXTRA_MODELS  # noqa: E402
+import redis  # noqa: E402
+from pipeq.config.settings import Settings  # noqa: E402
+from pipeq.producer import Client  # noqa: E402
 
-BUCKET = "media"
-MAX_MEDIA_BYTES = 2_000_000
-RESULTS_BUCKET = "results"
-MAX_INLINE_RESULT_BYTES = 20_000
+from devtools.tiny_models import BUILDERS, EXTRA_MODELS  # noqa: E402
+from pipeq.core.storage import s3_client  # noqa: E402
+from tests.support.settings import BUCKET, RESULTS_BUCKET, make_settings, tiny_entry  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -41,29 +38,25 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {task: build(root / task) for task, build in BUILDERS.items()}
 
 
-def model_name(task: str) -> str:
-    return f"tiny-{task}"
+@pytest.fixture(scope="session")
+def new_redis_db(redis_url: str) -> Callable[[], int]:
+    """Hands out Redis database pairs (broker ``n``, records ``n + 1``), emptied, for tests and fixtures with
+    settings of their own; the session's shared settings use 0 and 1."""
+    pairs = iter(range(2, 64, 2))  # the test redis-server has 64 databases
+
+    def new() -> int:
+        db = next(pairs)
+        for index in (db, db + 1):
+            redis.Redis.from_url(f"{redis_url}/{index}").flushdb()
+        return db
+
+    return new
 
 
-def make_settings(redis_url: str, s3_endpoint: str, models: dict[str, Path], db: int = 0, **overrides) -> Settings:
-    """Settings for the test services: broker in Redis db ``db``, records in ``db + 1``."""
-    entries = [
-        ModelEntry(name=model_name(task), id=str(path), task=task, max_batch=16, flush_interval=0.05, batch_size=8)
-        for task, path in models.items()
-    ]
-    # A Hub model that is not in the cache: with HF_HUB_OFFLINE=1 it cannot be loaded.
-    entries.append(ModelEntry(name="not-cached", id="pipeq-tests/not-in-any-cache", task="text-classification"))
-    overrides.setdefault("limits", Limits(max_media_bytes=MAX_MEDIA_BYTES))
-    overrides.setdefault("results_bucket", RESULTS_BUCKET)
-    overrides.setdefault("max_inline_result_bytes", MAX_INLINE_RESULT_BYTES)
-    return Settings(
-        broker_url=f"{redis_url}/{db}",
-        result_backend=f"{redis_url}/{db + 1}",
-        s3_endpoint_url=s3_endpoint,
-        s3_region="us-east-1",
-        models=entries,
-        **overrides,
-    )
+@pytest.fixture
+def redis_db(new_redis_db: Callable[[], int]) -> int:
+    """A Redis database pair of this test's own (see ``new_redis_db``)."""
+    return new_redis_db()
 
 
 @pytest.fixture(scope="session")
@@ -76,10 +69,7 @@ def extra_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def settings(redis_url: str, s3_endpoint: str, tiny_models: dict[str, Path], extra_models: dict[str, Path]) -> Settings:
     settings = make_settings(redis_url, s3_endpoint, tiny_models)
-    extra = [
-        ModelEntry(name=name, id=str(path), task=EXTRA_MODELS[name][0], max_batch=16, flush_interval=0.05, batch_size=8)
-        for name, path in extra_models.items()
-    ]
+    extra = [tiny_entry(name, path, EXTRA_MODELS[name][0]) for name, path in extra_models.items()]
     return settings.model_copy(update={"models": [*settings.models, *extra]})
 
 
@@ -107,8 +97,7 @@ def upload(s3):
 def worker(settings: Settings, s3):
     """A real pipeq worker (Celery, solo pool, the micro-batching engine) running in a thread."""
     from celery.contrib.testing.worker import start_worker
-
-    from worker.app import create_app
+    from pipeq.worker.app import create_app
 
     app = create_app(settings)
     with start_worker(app, perform_ping_check=False, queues=["pipeq"], shutdown_timeout=60, loglevel="WARNING"):

@@ -1,15 +1,15 @@
-"""The worker's Celery app: ``celery -A worker.app worker -Q <queue>`` runs it as Celery users expect.
+"""The worker's Celery app: ``celery -A pipeq.worker.app worker -Q <queue>`` runs it as Celery users expect.
 
 Settings come from ``PIPEQ_*`` variables and the ``PIPEQ_CONFIG`` file. ``pipeq worker --device ...`` adds
 device pinning on top of this same app.
 """
 
 from celery import Celery, Task
+from pipeq.config.settings import Settings, load_settings
+from pipeq.worker.consumer import EngineStep
 
-from config.settings import Settings, load_settings
-from pipeq.messaging import TASK_NAME, make_celery
-from worker import webhooks
-from worker.consumer import EngineStep
+from pipeq.core.messaging import TASK_NAME, make_celery
+from pipeq.webhooks import delivery as webhooks
 
 
 def create_app(settings: Settings) -> Celery:
@@ -18,7 +18,7 @@ def create_app(settings: Settings) -> Celery:
     app.pipeq_settings = settings
     app.steps["consumer"].add(EngineStep)
 
-    @app.task(name=TASK_NAME, bind=True, Strategy="worker.consumer:batching_strategy", shared=False)
+    @app.task(name=TASK_NAME, bind=True, Strategy="pipeq.worker.consumer:batching_strategy", shared=False)
     def infer(self: Task, job: dict) -> None:
         """Never called by a worker: pipeq's Strategy hands jobs to the micro-batching engine instead."""
         raise RuntimeError("pipeq.infer runs inside a pipeq worker's micro-batching engine, not eagerly")

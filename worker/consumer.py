@@ -12,16 +12,16 @@ from functools import partial
 from typing import Any
 
 from celery import bootsteps
+from pipeq.config.settings import Settings
+from pipeq.worker.engine import Delivery, Engine
+from pipeq.worker.media import MediaFetcher
+from pipeq.worker.pipelines import PipelineCache, check_can_load
 
-from config.settings import Settings
-from pipeq.contract import InvalidJob, Job
-from pipeq.records import JobError, JobRecord, RecordStore, now
-from pipeq.results import ResultStorage
-from pipeq.storage import s3_client
-from worker.engine import Delivery, Engine
-from worker.media import MediaFetcher
-from worker.pipelines import PipelineCache, check_can_load
-from worker.webhooks import enqueue_deliveries
+from pipeq.core.contract import InvalidJob, Job
+from pipeq.core.records import JobError, JobRecord, RecordStore, now
+from pipeq.core.results import ResultStorage
+from pipeq.core.storage import s3_client
+from pipeq.webhooks.delivery import enqueue_deliveries
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from typing import IO, Any
 import av
 import numpy as np
 from PIL import Image
+from pipeq.config.settings import Limits
+from pipeq.config.tasks import MediaKind, TaskSpec
+from pipeq.worker.errors import UnreadableMedia, WrongInputKind
+from pipeq.worker.samples import SPOOL_SAMPLE_BYTES, SampleSink
 
-from config.settings import Limits
-from config.tasks import MediaKind, TaskSpec
-from pipeq.contract import MEDIA_KEYS, InvalidJob, chat_messages, chat_size
-from worker.errors import UnreadableMedia, WrongInputKind
-from worker.samples import SPOOL_SAMPLE_BYTES, SampleSink
+from pipeq.core.contract import MEDIA_KEYS, InvalidJob, chat_messages, chat_size
 
 
 @dataclass

@@ -10,7 +10,7 @@ A third thread, *keep-alive*, touches every message the engine holds (waiting, p
 per visibility timeout, so the broker never redelivers a job that is merely slow or waiting its turn.
 
 The prepare thread works on batch N+1 while the model thread runs batch N. Jobs wait for company (up to
-their model's ``flush_interval``) only while the model is busy: an idle model takes whatever is waiting.
+their model's ``max_wait_s``) only while the model is busy: an idle model takes whatever is waiting.
 
 A message is acked only after its job's final record is stored, so a worker killed at any point loses
 nothing: the broker redelivers.
@@ -24,19 +24,20 @@ from dataclasses import dataclass, field
 from queue import SimpleQueue
 from typing import Any
 
-from config.catalogue import ModelEntry
-from config.settings import Settings
-from config.tasks import task_spec
-from pipeq.contract import Job
-from pipeq.records import JobError, JobRecord, RecordStore, now
-from pipeq.results import ResultStorage
-from worker.batcher import MicroBatcher
-from worker.decoding import Decoded, decode
-from worker.errors import JobFailure
-from worker.inference import run_group
-from worker.media import MediaFetcher, release
-from worker.memory import pipeline_device_type
-from worker.pipelines import PipelineCache
+from pipeq.config.catalogue import ModelEntry
+from pipeq.config.settings import Settings
+from pipeq.config.tasks import task_spec
+from pipeq.worker.batcher import MicroBatcher
+from pipeq.worker.decoding import Decoded, decode
+from pipeq.worker.errors import JobFailure
+from pipeq.worker.inference import run_group
+from pipeq.worker.media import MediaFetcher, release
+from pipeq.worker.memory import pipeline_device_type
+from pipeq.worker.pipelines import PipelineCache
+
+from pipeq.core.contract import Job
+from pipeq.core.records import JobError, JobRecord, RecordStore, now
+from pipeq.core.results import ResultStorage
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class Engine:
 
     def _limits(self, key: Hashable) -> tuple[int, float]:
         entry = self.settings.catalogue.models[key[0]]
-        return entry.max_batch, entry.flush_interval
+        return entry.max_batch_jobs, entry.max_wait_s
 
     def _prepare_loop(self) -> None:
         while not self._stopping.is_set():
@@ -215,7 +216,7 @@ class Engine:
                     submitted_at=job.submitted_at,
                     started_at=started,
                     attempts=(previous.attempts if previous else 0) + 1,
-                    batch_size=len(jobs),
+                    micro_batch_jobs=len(jobs),
                     worker=self.worker_name,
                 )
             )
@@ -257,7 +258,7 @@ class Engine:
         if ok:
             spec = task_spec(batch.entry.task)
             try:
-                batch_size = batch.entry.pipeline_batch_size(pipeline_device_type(batch.pipe))
+                batch_size = batch.entry.batch_size_on(pipeline_device_type(batch.pipe))
                 results = run_group(batch.pipe, spec, batch.parameters, batch_size, [batch.inputs[i] for i in ok])
             finally:
                 for i in ok:

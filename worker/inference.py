@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image
-
-from config.tasks import TaskSpec
-from worker.decoding import Decoded, video_frames
-from worker.errors import ModelUnavailable, PipelineError
-from worker.memory import free_accelerator_memory, is_out_of_memory, out_of_memory_message
-from worker.outputs import shape_output, to_jsonable
+from pipeq.config.tasks import TaskSpec
+from pipeq.worker.decoding import Decoded, video_frames
+from pipeq.worker.errors import ModelUnavailable, PipelineError
+from pipeq.worker.memory import free_accelerator_memory, is_out_of_memory, out_of_memory_message
+from pipeq.worker.outputs import shape_output, to_jsonable
 
 SIMILAR = 0.75
 """Smallest item size in a run, relative to the run's largest: at most a quarter of a run is padding."""

@@ -140,8 +140,8 @@ def run_worker(device: str, queues: list[str] | None, loglevel: str = "INFO", na
     if "torch" in sys.modules:
         raise RuntimeError("torch was imported before the device was pinned")
     os.environ["PIPEQ_DEVICE"] = pin_device(device)
-    from worker.app import app
-    from worker.pipelines import check_can_load
+    from pipeq.worker.app import app
+    from pipeq.worker.pipelines import check_can_load
 
     settings = app.pipeq_settings
     queues = queues or settings.catalogue.queues() or ["pipeq"]

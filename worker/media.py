@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from botocore.exceptions import ClientError
+from pipeq.worker.errors import JobFailure, MediaNotFound, MediaTooLarge
 
-from pipeq.contract import DictInput, InlineInput, JobInput, ObjectInput, TextInput, replace_media
-from worker.errors import JobFailure, MediaNotFound, MediaTooLarge
+from pipeq.core.contract import DictInput, InlineInput, JobInput, ObjectInput, TextInput, replace_media
 
 Fetched = str | bytes | dict | IO[bytes]
 """Text, media bytes, a spooled object, or a dict input with each media reference replaced by its bytes or file."""

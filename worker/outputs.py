@@ -1,7 +1,7 @@
 """Pipeline outputs as JSON: numpy and torch values as numbers and lists, images as PNG (base64).
 
 Media in results takes the shape ``{"content_type": "image/png", "data": "<base64>"}`` (audio: float32 WAV,
-``"audio/wav"``); results too large to travel inline go to the results bucket whole (see pipeq.results).
+``"audio/wav"``); results too large to travel inline go to the results bucket whole (see pipeq.core.results).
 """
 
 import base64

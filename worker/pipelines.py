@@ -13,9 +13,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from config.catalogue import ModelEntry
-from worker.errors import ModelUnavailable
-from worker.memory import free_accelerator_memory, pipeline_bytes
+from pipeq.config.catalogue import ModelEntry
+from pipeq.worker.errors import ModelUnavailable
+from pipeq.worker.memory import free_accelerator_memory, pipeline_bytes
 
 log = logging.getLogger(__name__)
 

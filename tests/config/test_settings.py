@@ -1,9 +1,8 @@
 """Settings from a TOML file and the environment; the catalogue's lookups."""
 
 import pytest
-
-from config import Catalogue, ModelEntry, UnknownModel, load_settings
-from config.settings import Settings
+from pipeq.config import Catalogue, ModelEntry, UnknownModel, load_settings
+from pipeq.config.settings import Settings
 
 EXAMPLE = "config/pipeq.example.toml"
 
@@ -76,7 +75,7 @@ def test_catalogue_defaults_names_and_refusals():
 )
 def test_the_pipeline_batch_size_defaults_by_modality_and_device(task, configured, device, expected):
     entry = ModelEntry(name="m", task=task, batch_size=configured)
-    assert entry.pipeline_batch_size(device) == expected
+    assert entry.batch_size_on(device) == expected
 
 
 def test_the_visibility_timeout_outlasts_the_slowest_batch():
@@ -86,14 +85,14 @@ def test_the_visibility_timeout_outlasts_the_slowest_batch():
 
 
 def test_the_visibility_timeout_outlasts_webhook_retry_waits():
-    from config import Webhooks
+    from pipeq.config import Webhooks
 
     settings = Settings(webhooks=Webhooks(max_backoff=3600, timeout=30))
     assert settings.broker_visibility_timeout() > 3600 + 30
 
 
 def test_ingest_rules_match_bucket_prefix_and_suffix():
-    from config import IngestRule
+    from pipeq.config import IngestRule
 
     rule = IngestRule(bucket="media", prefix="calls/", suffix=".flac", task="automatic-speech-recognition")
     assert rule.matches("media", "calls/2026/a.flac")

@@ -5,11 +5,10 @@ import pydoc
 import typing
 
 import pytest
+from pipeq.config.tasks import GENERATE_KWARGS, TASKS, Modality, task_spec
+from pipeq.config.tasks import TASK_ALIASES as OUR_ALIASES
 from transformers import GenerationConfig
 from transformers.pipelines import SUPPORTED_TASKS, TASK_ALIASES
-
-from config.tasks import GENERATE_KWARGS, TASKS, Modality, task_spec
-from config.tasks import TASK_ALIASES as OUR_ALIASES
 
 # Parameters a pipeline takes through its **kwargs: tokenizer arguments, generation arguments.
 THROUGH_KWARGS = {

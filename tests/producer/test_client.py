@@ -1,20 +1,18 @@
 """Submission: invalid jobs are refused before anything is enqueued; ids are idempotency keys."""
 
 import pytest
+from pipeq.producer import Client, InvalidJob, UnknownJob
 
-from producer import Client, InvalidJob, UnknownJob
-from tests.conftest import make_settings, model_name
+from tests.support.settings import make_settings, model_name
 
 TEXT = "text-classification"
 
 
 @pytest.fixture
-def offline_client(redis_url, s3_endpoint, tiny_models):
+def offline_client(redis_url, s3_endpoint, tiny_models, redis_db):
     """A client whose broker database no worker consumes, so its queue can be inspected."""
-    client = Client(make_settings(redis_url, s3_endpoint, tiny_models, db=6))
-    client.store.redis.flushdb()
-    broker = client.store.redis.__class__.from_url(f"{redis_url}/6")
-    broker.flushdb()
+    client = Client(make_settings(redis_url, s3_endpoint, tiny_models, db=redis_db))
+    broker = client.store.redis.__class__.from_url(f"{redis_url}/{redis_db}")
     yield client, lambda: broker.llen("pipeq")
     client.close()
 

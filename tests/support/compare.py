@@ -3,7 +3,7 @@
 import math
 from typing import Any
 
-from worker.outputs import to_jsonable
+from pipeq.worker.outputs import to_jsonable
 
 
 def same(result: Any, expected: Any, tolerance: float = 1e-4) -> bool:

@@ -2,9 +2,9 @@
 
 from typing import Any
 
-from pipeq.records import JobRecord
-from tests.conftest import model_name
+from pipeq.core.records import JobRecord
 from tests.support.compare import same
+from tests.support.settings import model_name
 
 
 def run(client, task: str, inputs: list, parameters: dict | None = None, model: str | None = None) -> list[JobRecord]:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from config.settings import Settings
+from pipeq.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,11 +45,11 @@ def write_config(settings: Settings, path: Path) -> Path:
 def start_worker_process(
     config: Path, queues: str = "pipeq", log: Path | None = None, plain_celery: bool = False
 ) -> subprocess.Popen:
-    """``pipeq worker --device cpu`` (or plain ``celery -A worker.app worker``) in a subprocess reading ``config``."""
+    """``pipeq worker --device cpu`` (or plain ``celery -A pipeq.worker.app worker``) in a subprocess."""
     env = dict(os.environ, PIPEQ_CONFIG=str(config))
     output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     if plain_celery:
-        command = ["-m", "celery", "-A", "worker.app", "worker", "-Q", queues, "-n", "plain@%h", "-l", "INFO"]
+        command = ["-m", "celery", "-A", "pipeq.worker.app", "worker", "-Q", queues, "-n", "plain@%h", "-l", "INFO"]
     else:
         command = ["-m", "pipeq.cli", "worker", "--device", "cpu", "--queues", queues, "--loglevel", "INFO"]
     return subprocess.Popen(

@@ -2,7 +2,7 @@
 
 import threading
 
-from worker.batcher import MicroBatcher
+from pipeq.worker.batcher import MicroBatcher
 
 
 class Clock:

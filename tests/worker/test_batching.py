@@ -2,11 +2,11 @@
 
 import pytest
 
-from pipeq.contract import Job, TextInput
-from pipeq.messaging import TASK_NAME
-from tests.conftest import MAX_MEDIA_BYTES, model_name
+from devtools.media import encode_audio, picture, speech, truncated
+from pipeq.core.contract import Job, TextInput
+from pipeq.core.messaging import TASK_NAME
 from tests.support.compare import same
-from tests.support.media import encode_audio, picture, speech, truncated
+from tests.support.settings import MAX_MEDIA_BYTES, model_name
 
 pytestmark = pytest.mark.usefixtures("worker")
 TEXT = "text-classification"
@@ -21,7 +21,7 @@ def test_many_jobs_run_in_micro_batches_with_the_results_of_batch_size_one(clien
     inputs = texts(48)
     ids = client.submit_many(TEXT, inputs, model=model_name(TEXT))
     records = client.wait_many(ids, timeout=120)
-    sizes = [records[job_id].batch_size for job_id in ids]
+    sizes = [records[job_id].micro_batch_jobs for job_id in ids]
     assert max(sizes) > 1, sizes
     pipe = reference(TEXT)
     for text, job_id in zip(inputs, ids, strict=True):
@@ -52,7 +52,7 @@ def test_bad_media_fail_their_own_jobs_and_the_rest_of_the_batch_succeeds(client
     ids = client.submit_many(task, list(cases.values()), model=model_name(task))
     records = dict(zip(cases, (client.wait_many(ids, timeout=120)[i] for i in ids), strict=True))
     assert records["good"].state == records["good too"].state == "succeeded"
-    assert max(record.batch_size for record in records.values()) > 1
+    assert max(record.micro_batch_jobs for record in records.values()) > 1
     expected = {
         "missing": ("MediaNotFound", "s3://media/no-such-key.wav"),
         "unreadable": ("UnreadableMedia", "unreadable audio"),
@@ -83,7 +83,7 @@ def test_a_job_that_breaks_the_contract_is_failed_by_the_worker(client):
         input=TextInput(text="text is not audio"),
     )
     client.celery.send_task(TASK_NAME, args=[job.model_dump(mode="json")], task_id=job.id, queue="pipeq")
-    from pipeq.records import JobRecord
+    from pipeq.core.records import JobRecord
 
     client.store.create(
         [JobRecord(state="queued", id=job.id, task=job.task, model=job.model, submitted_at=job.submitted_at)]
@@ -96,7 +96,7 @@ def test_a_job_that_breaks_the_contract_is_failed_by_the_worker(client):
 
 def test_a_message_that_is_not_a_job_is_failed_not_retried(client):
     client.celery.send_task(TASK_NAME, args=[{"v": 1, "task": "nope"}], task_id="not-a-job-1", queue="pipeq")
-    from pipeq.records import JobRecord, now
+    from pipeq.core.records import JobRecord, now
 
     client.store.create([JobRecord(state="queued", id="not-a-job-1", task="?", model="?", submitted_at=now())])
     record = client.wait("not-a-job-1", timeout=60)

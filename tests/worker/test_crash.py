@@ -4,24 +4,22 @@ import time
 from collections import Counter
 
 import pytest
+from pipeq.config.catalogue import ModelEntry
+from pipeq.producer import Client
 
-from config.catalogue import ModelEntry
-from producer import Client
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 from tests.support.workers import kill, start_worker_process, write_config
 
 TEXT = "text-classification"
 
 
 @pytest.fixture
-def crash_setup(redis_url, s3_endpoint, tiny_models, tmp_path):
+def crash_setup(redis_url, s3_endpoint, tiny_models, tmp_path, redis_db):
     """Settings on their own Redis databases with a short visibility timeout, and their config file."""
-    settings = make_settings(redis_url, s3_endpoint, {TEXT: tiny_models[TEXT]}, db=4, visibility_timeout=3)
-    entry = settings.models[0].model_copy(update={"max_batch": 2, "flush_interval": 0.01, "queue": "crash"})
+    settings = make_settings(redis_url, s3_endpoint, {TEXT: tiny_models[TEXT]}, db=redis_db, visibility_timeout=3)
+    entry = settings.models[0].model_copy(update={"max_batch_jobs": 2, "max_wait_s": 0.01, "queue": "crash"})
     settings = settings.model_copy(update={"models": [ModelEntry(**entry.model_dump())]})
     client = Client(settings)
-    client.store.redis.flushdb()
-    client.store.redis.from_url(f"{redis_url}/4").flushdb()
     yield settings, write_config(settings, tmp_path / "pipeq.toml"), client
     client.close()
 
@@ -48,7 +46,7 @@ def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path):
         if first.poll() is None:
             kill(first)
 
-    second = start_worker_process(config, "crash", log, plain_celery=True)  # `celery -A worker.app worker`
+    second = start_worker_process(config, "crash", log, plain_celery=True)  # `celery -A pipeq.worker.app worker`
     try:
         records = client.wait_many(ids, timeout=120)
     except TimeoutError:

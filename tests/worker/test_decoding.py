@@ -5,12 +5,12 @@ from pathlib import Path
 
 import av
 import pytest
+from pipeq.config.settings import Limits
+from pipeq.config.tasks import TASKS
+from pipeq.worker.decoding import decode, decode_audio, decode_media_in
+from pipeq.worker.errors import UnreadableMedia, WrongInputKind
 
-from config.settings import Limits
-from config.tasks import TASKS
-from tests.support.media import encode_audio, picture, speech, truncated, video
-from worker.decoding import decode, decode_audio, decode_media_in
-from worker.errors import UnreadableMedia, WrongInputKind
+from devtools.media import encode_audio, picture, speech, truncated, video
 
 ASR = TASKS["automatic-speech-recognition"]
 IMAGE = TASKS["image-classification"]

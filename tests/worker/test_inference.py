@@ -1,9 +1,9 @@
 """Running a group through a pipeline: size order, output shapes, and failures isolated by splitting."""
 
-from config.tasks import TASKS
-from worker.decoding import Decoded
-from worker.errors import PipelineError
-from worker.inference import SIMILAR, run_group
+from pipeq.config.tasks import TASKS
+from pipeq.worker.decoding import Decoded
+from pipeq.worker.errors import PipelineError
+from pipeq.worker.inference import SIMILAR, run_group
 
 
 class FakePipeline:
@@ -64,8 +64,8 @@ class CountingPipeline:
 
 def test_speech_without_an_attention_mask_shares_calls_only_with_speech_of_the_same_length(reference):
     """wav2vec2-style models see zero padding as sound: a padded clip would get another transcript."""
+    from devtools.media import speech
     from tests.support.compare import same
-    from tests.support.media import speech
 
     asr = TASKS["automatic-speech-recognition"]
     pipe = CountingPipeline(reference(asr.name))

@@ -5,30 +5,29 @@ import time
 
 import pytest
 import redis
+from pipeq.config.catalogue import ModelEntry
+from pipeq.producer import Client
 
-from config.catalogue import ModelEntry
-from producer import Client
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 from tests.support.workers import kill, start_worker_process, write_config
 
 TEXT = "text-classification"
 QUEUE = "keepalive"
-DB = 14  # broker in db 14, records in db 15
 VISIBILITY = 2
 JOBS = 800
 
 
 @pytest.fixture
-def keepalive_setup(redis_url, s3_endpoint, tiny_models, tmp_path):
-    """One job per batch, and prefetch (4 x the largest max_batch) large enough to hold every job at once."""
-    settings = make_settings(redis_url, s3_endpoint, {TEXT: tiny_models[TEXT]}, db=DB, visibility_timeout=VISIBILITY)
-    one_at_a_time = settings.models[0].model_copy(update={"max_batch": 1, "flush_interval": 0.01, "queue": QUEUE})
-    roomy = settings.models[0].model_copy(update={"name": "roomy", "max_batch": JOBS, "queue": "keepalive-unused"})
+def keepalive_setup(redis_url, s3_endpoint, tiny_models, tmp_path, redis_db):
+    """One job per batch, and prefetch (4 x the largest max_batch_jobs) large enough to hold every job at once."""
+    settings = make_settings(
+        redis_url, s3_endpoint, {TEXT: tiny_models[TEXT]}, db=redis_db, visibility_timeout=VISIBILITY
+    )
+    one_at_a_time = settings.models[0].model_copy(update={"max_batch_jobs": 1, "max_wait_s": 0.01, "queue": QUEUE})
+    roomy = settings.models[0].model_copy(update={"name": "roomy", "max_batch_jobs": JOBS, "queue": "keepalive-unused"})
     models = [ModelEntry(**entry.model_dump()) for entry in (one_at_a_time, roomy)]
     settings = settings.model_copy(update={"models": models})
     client = Client(settings)
-    client.store.redis.flushdb()
-    client.store.redis.from_url(settings.broker_url).flushdb()
     yield settings, write_config(settings, tmp_path / "pipeq.toml"), client
     client.close()
 
@@ -56,10 +55,10 @@ class PushCounter:
         self._monitor.connection.disconnect()
 
 
-def test_jobs_waiting_longer_than_the_visibility_timeout_run_once(keepalive_setup, redis_url, tmp_path):
+def test_jobs_waiting_longer_than_the_visibility_timeout_run_once(keepalive_setup, redis_url, redis_db, tmp_path):
     _settings, config, client = keepalive_setup
     ids = client.submit_many(TEXT, [f"review number {i} was fine" for i in range(JOBS)], model="tiny-" + TEXT)
-    pushes = PushCounter(redis_url, DB, QUEUE)  # from now on, a push onto the queue is a redelivery
+    pushes = PushCounter(redis_url, redis_db, QUEUE)  # from now on, a push onto the queue is a redelivery
     log = tmp_path / "worker.log"
     worker = start_worker_process(config, QUEUE, log)
     try:
@@ -77,8 +76,9 @@ def test_jobs_waiting_longer_than_the_visibility_timeout_run_once(keepalive_setu
 
 
 def test_held_messages_are_touched_in_one_call_per_channel(settings):
-    from pipeq.contract import Job, TextInput
-    from worker.engine import Delivery, Engine
+    from pipeq.worker.engine import Delivery, Engine
+
+    from pipeq.core.contract import Job, TextInput
 
     calls: list[tuple[str, list[int]]] = []
 

@@ -8,11 +8,11 @@ import sys
 import time
 
 import pytest
+from pipeq.worker.launcher import child_command, gpu_indices, parse_devices, pin_device, supervise
 
 from pipeq.cli import build_parser, main
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 from tests.support.workers import ROOT, write_config
-from worker.launcher import child_command, gpu_indices, parse_devices, pin_device, supervise
 
 
 def test_cpu_hides_every_gpu():
@@ -123,8 +123,8 @@ def test_a_child_that_exits_cleanly_on_its_own_is_still_a_failure():
     assert supervise([_sleeper(60), _sleeper(0.2, 0)], ["a", "b"]) == 1
 
 
-def test_sigterm_stops_a_real_cpu_worker_and_its_parent(tmp_path, redis_url, s3_endpoint):
-    config = write_config(make_settings(redis_url, s3_endpoint, {}, db=12), tmp_path / "pipeq.toml")
+def test_sigterm_stops_a_real_cpu_worker_and_its_parent(tmp_path, redis_url, s3_endpoint, redis_db):
+    config = write_config(make_settings(redis_url, s3_endpoint, {}, db=redis_db), tmp_path / "pipeq.toml")
     log = tmp_path / "worker.log"
     with open(log, "wb") as output:
         parent = subprocess.Popen(

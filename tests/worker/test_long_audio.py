@@ -5,16 +5,16 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from pipeq.config.tasks import TASKS
+from pipeq.worker.decoding import Decoded, decode_audio
+from pipeq.worker.inference import run_group
+from pipeq.worker.media import MediaFetcher, release
+from pipeq.worker.samples import SpooledSamples
 
-from config.tasks import TASKS
-from pipeq.contract import ObjectInput
-from tests.conftest import MAX_MEDIA_BYTES
+from devtools.media import SAMPLING_RATE, encode_audio, repeated, speech
+from pipeq.core.contract import ObjectInput
 from tests.support.compare import same
-from tests.support.media import SAMPLING_RATE, encode_audio, repeated, speech
-from worker.decoding import Decoded, decode_audio
-from worker.inference import run_group
-from worker.media import MediaFetcher, release
-from worker.samples import SpooledSamples
+from tests.support.settings import MAX_MEDIA_BYTES
 
 ASR = "automatic-speech-recognition"
 MINUTES = 10
@@ -54,7 +54,7 @@ def test_a_large_object_is_spooled_to_a_file_and_decoded_in_bounded_memory(sente
 
 
 def test_a_spooled_object_over_the_limit_is_refused(sentence, s3, upload):
-    from worker.errors import MediaTooLarge
+    from pipeq.worker.errors import MediaTooLarge
 
     data = repeated(sentence[: SAMPLING_RATE * 5], "WAV", "PCM_16", MINUTES)
     fetcher = MediaFetcher(s3, max_bytes=len(data) - 1, spool_bytes=1024 * 1024)

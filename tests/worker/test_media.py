@@ -1,11 +1,11 @@
 """Fetching inputs: media references inside dict inputs are fetched, and spooled ones released."""
 
 import pytest
+from pipeq.worker.errors import MediaNotFound
+from pipeq.worker.media import MediaFetcher, release
 
-from pipeq.contract import make_input
-from tests.support.media import picture
-from worker.errors import MediaNotFound
-from worker.media import MediaFetcher, release
+from devtools.media import picture
+from pipeq.core.contract import make_input
 
 
 @pytest.fixture

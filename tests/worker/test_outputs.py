@@ -7,8 +7,7 @@ import json
 import numpy as np
 import torch
 from PIL import Image
-
-from worker.outputs import to_jsonable
+from pipeq.worker.outputs import to_jsonable
 
 
 def test_numpy_torch_and_tuples_become_json_types():

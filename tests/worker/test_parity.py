@@ -6,9 +6,9 @@ import pytest
 import soundfile
 from PIL import Image
 
-from tests.conftest import model_name
+from devtools.media import encode_audio, picture, speech
 from tests.support.compare import same
-from tests.support.media import encode_audio, picture, speech
+from tests.support.settings import model_name
 
 pytestmark = pytest.mark.usefixtures("worker")
 

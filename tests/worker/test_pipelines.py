@@ -4,11 +4,11 @@ import logging
 from pathlib import Path
 
 import pytest
+from pipeq.config.catalogue import ModelEntry
+from pipeq.worker.memory import pipeline_bytes
+from pipeq.worker.pipelines import PipelineCache, check_can_load, load_pipeline, placement
 
-from config.catalogue import ModelEntry
-from tests.support.tiny_models import build_text_classification
-from worker.memory import pipeline_bytes
-from worker.pipelines import PipelineCache, check_can_load, load_pipeline, placement
+from devtools.tiny_models import build_text_classification
 
 TASK = "text-classification"
 
@@ -74,7 +74,7 @@ def test_gpus_on_a_cpu_worker_are_refused_at_start():
 
 
 def test_gpus_beyond_the_visible_ones_are_refused_at_start(monkeypatch):
-    monkeypatch.setattr("worker.pipelines._visible_gpu_count", lambda: 1)
+    monkeypatch.setattr("pipeq.worker.pipelines._visible_gpu_count", lambda: 1)
     with pytest.raises(ValueError, match="this worker sees 1"):
         check_can_load([entry("two", devices=[0, 1])], "cuda:0")
 
@@ -118,7 +118,7 @@ def test_least_recently_used_models_leave_the_cache_first(tiny):
 
 def test_a_model_larger_than_the_bound_loads_alone_with_a_warning(tiny, caplog):
     cache = PipelineCache("cpu", max_bytes=1)
-    with caplog.at_level(logging.WARNING, logger="worker.pipelines"):
+    with caplog.at_level(logging.WARNING, logger="pipeq.worker.pipelines"):
         cache.get(entry("a", id=str(tiny)))
         assert cache.get(entry("b", id=str(tiny))) is not None
     assert cache.loaded() == ["b"]
@@ -132,12 +132,13 @@ def test_an_unbounded_cache_keeps_every_model(tiny):
     assert cache.loaded() == ["a", "b", "c"]
 
 
-def test_a_cpu_worker_serving_a_quantized_model_refuses_to_start(redis_url, s3_endpoint, tiny_models, tmp_path):
-    from config.catalogue import ModelEntry
-    from tests.conftest import make_settings
+def test_a_cpu_worker_serving_a_quantized_model_refuses_to_start(redis_url, s3_endpoint, tmp_path, redis_db):
+    from pipeq.config.catalogue import ModelEntry
+
+    from tests.support.settings import make_settings
     from tests.support.workers import start_worker_process, write_config
 
-    settings = make_settings(redis_url, s3_endpoint, {}, db=14)
+    settings = make_settings(redis_url, s3_endpoint, {}, db=redis_db)
     entry = ModelEntry(name="big", id="org/big", task="text-generation", queue="q8", quantization="8bit")
     config = write_config(settings.model_copy(update={"models": [entry]}), tmp_path / "pipeq.toml")
     log = tmp_path / "worker.log"

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tests.conftest import MAX_INLINE_RESULT_BYTES, RESULTS_BUCKET, model_name
 from tests.support.compare import same
+from tests.support.settings import MAX_INLINE_RESULT_BYTES, RESULTS_BUCKET, model_name
 
 pytestmark = pytest.mark.usefixtures("worker")
 TASK = "feature-extraction"

@@ -7,8 +7,7 @@ import os
 
 import numpy as np
 import pytest
-
-from worker.samples import SampleSink, SpooledSamples
+from pipeq.worker.samples import SampleSink, SpooledSamples
 
 MIB = 1024 * 1024
 

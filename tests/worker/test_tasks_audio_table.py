@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from pipeq.config.tasks import task_spec
+from pipeq.worker.decoding import Decoded, decode_audio
+from pipeq.worker.inference import padding_changes_results, run_group
+from pipeq.worker.outputs import encode_audio as encode_wav
 
-from config.tasks import task_spec
-from pipeq.contract import InvalidJob
-from tests.conftest import model_name
+from devtools.media import encode_audio, picture, speech, truncated, video
+from devtools.tiny_audio_table import CLAP_SECONDS, VIDEO_FRAMES
+from pipeq.core.contract import InvalidJob
 from tests.support.compare import same
-from tests.support.media import encode_audio, picture, speech, truncated, video
-from tests.support.tiny_audio_table import CLAP_SECONDS, VIDEO_FRAMES
-from worker.decoding import Decoded, decode_audio
-from worker.inference import padding_changes_results, run_group
-from worker.outputs import encode_audio as encode_wav
+from tests.support.settings import model_name
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -8,20 +8,20 @@ from typing import Any
 import pytest
 import soundfile
 from PIL import Image
+from pipeq.config.catalogue import ModelEntry
+from pipeq.config.settings import Limits
+from pipeq.config.tasks import task_spec
+from pipeq.worker.decoding import decode
+from pipeq.worker.errors import ModelUnavailable, WrongInputKind
+from pipeq.worker.inference import run_group
+from pipeq.worker.pipelines import load_pipeline
 
-from config.catalogue import ModelEntry
-from config.settings import Limits
-from config.tasks import task_spec
-from pipeq.contract import InvalidJob, Job, make_input
-from tests.conftest import model_name
+from devtools.media import encode_audio, picture, speech, truncated
+from devtools.tiny_multimodal import AUDIO_PROMPT
+from pipeq.core.contract import InvalidJob, Job, make_input
 from tests.support.compare import same
 from tests.support.jobs import check, run
-from tests.support.media import encode_audio, picture, speech, truncated
-from tests.support.tiny_multimodal import AUDIO_PROMPT
-from worker.decoding import decode
-from worker.errors import ModelUnavailable, WrongInputKind
-from worker.inference import run_group
-from worker.pipelines import load_pipeline
+from tests.support.settings import model_name
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -75,7 +75,7 @@ def test_prompts_with_images_match_the_pipeline(client, reference, pictures, par
     records = run(client, VISION, inputs, parameters)
     pipe = reference(VISION)
     check(records, [pipe(as_pipeline_sees(value, media), **parameters) for value in inputs])
-    assert max(record.batch_size for record in records) > 1
+    assert max(record.micro_batch_jobs for record in records) > 1
 
 
 def chats(refs: list) -> list[dict]:

@@ -5,15 +5,15 @@ import io
 import pytest
 import soundfile
 from PIL import Image, ImageDraw
+from pipeq.config.settings import Limits
+from pipeq.config.tasks import task_spec
+from pipeq.worker.decoding import decode
+from pipeq.worker.errors import UnreadableMedia, WrongInputKind
 
-from config.settings import Limits
-from config.tasks import task_spec
-from pipeq.contract import InvalidJob
-from tests.conftest import model_name
+from devtools.media import encode_audio, picture, speech
+from pipeq.core.contract import InvalidJob
 from tests.support.jobs import check, run
-from tests.support.media import encode_audio, picture, speech
-from worker.decoding import decode
-from worker.errors import UnreadableMedia, WrongInputKind
+from tests.support.settings import model_name
 
 pytestmark = pytest.mark.usefixtures("worker")
 

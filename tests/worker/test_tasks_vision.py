@@ -9,16 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from pipeq.config.tasks import TASKS
+from pipeq.worker.decoding import Decoded
+from pipeq.worker.inference import run_group
 
-from config.tasks import TASKS
-from pipeq.contract import InvalidJob
-from pipeq.records import JobRecord
-from tests.conftest import model_name
+from devtools.media import picture, truncated
+from pipeq.core.contract import InvalidJob
+from pipeq.core.records import JobRecord
 from tests.support.compare import same
 from tests.support.jobs import check, run
-from tests.support.media import picture, truncated
-from worker.decoding import Decoded
-from worker.inference import run_group
+from tests.support.settings import model_name
 
 pytestmark = pytest.mark.usefixtures("worker")
 

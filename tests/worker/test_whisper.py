@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pipeq.worker.decoding import decode_audio
+from pipeq.worker.inference import SIMILAR
 
+from devtools.media import SAMPLING_RATE, encode_audio, repeated, speech
 from tests.support.compare import same
-from tests.support.media import SAMPLING_RATE, encode_audio, repeated, speech
-from worker.decoding import decode_audio
-from worker.inference import SIMILAR
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -110,7 +110,7 @@ def test_jobs_in_one_micro_batch_give_their_single_call_results(parameters, clie
     lengths = [len(decode_audio(clip, SAMPLING_RATE)) for clip in clips]
     assert len(set(lengths)) == len(lengths) and min(lengths) >= SIMILAR * max(lengths)
     records = run_jobs(client, upload, clips, parameters)
-    assert max(record.batch_size for record in records) > 1, [record.batch_size for record in records]
+    assert max(record.micro_batch_jobs for record in records) > 1, [record.micro_batch_jobs for record in records]
     results = [record.result for record in records]
     references = [expected(whisper, clip, **parameters) for clip in clips]
     assert len({str(reference) for reference in references}) > 1  # the clips' outputs differ: no mix-up goes unseen
@@ -121,7 +121,7 @@ def test_jobs_in_one_micro_batch_give_their_single_call_results(parameters, clie
 def test_word_timestamps_in_one_micro_batch_give_their_single_call_results(client, upload, whisper, clips):
     parameters = {"return_timestamps": "word"}
     records = run_jobs(client, upload, clips, parameters)
-    assert max(record.batch_size for record in records) > 1
+    assert max(record.micro_batch_jobs for record in records) > 1
     for record, clip in zip(records, clips, strict=True):
         assert same(record.result, expected(whisper, clip, **parameters))
 
@@ -142,7 +142,7 @@ def test_a_benchmark_sized_whisper_decodes_exactly_its_token_budget(tmp_path, cl
     import torch
     import transformers
 
-    from tests.support.tiny_whisper import build_whisper
+    from devtools.tiny_whisper import build_whisper
 
     pipe = transformers.pipeline(ASR, model=str(build_whisper(tmp_path / "w", size="whisper-tiny", max_new_tokens=5)))
     assert 37e6 < sum(parameter.numel() for parameter in pipe.model.parameters()) < 39e6

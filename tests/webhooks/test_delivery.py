@@ -1,0 +1,524 @@
+"""Webhooks end to end: a model worker and a webhooks worker (threads) in this process, a real receiver on
+loopback; plus the SSRF guard, redirects, limits and the CLI on their own."""
+
+import argparse
+import base64
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+import redis
+from celery.contrib.testing.worker import TestWorkController, setup_app_for_worker
+from celery.signals import task_postrun, task_retry
+from kombu.asynchronous import get_event_loop, set_event_loop
+from pipeq.config.settings import Settings, Webhooks
+from pipeq.producer import Client
+from pipeq.worker.app import create_app
+
+from pipeq.core.contract import Job, TextInput
+from pipeq.core.records import JobError, JobRecord, RecordStore, now
+from pipeq.core.storage import s3_client
+from pipeq.webhooks.delivery import (
+    DELIVER_TASK,
+    DeadLetters,
+    add_cli,
+    create_webhooks_app,
+    delivered_key,
+    enqueue_deliveries,
+    retry_delay,
+    run_cli,
+    signed_headers,
+)
+from pipeq.webhooks.http import Guard, PermanentFailure, TemporaryFailure, UnsafeURL, parse_retry_after, post
+from pipeq.webhooks.signing import verify
+from tests.support.receiver import Receiver, Reply
+from tests.support.settings import make_settings, model_name
+
+TEXT = "text-classification"
+SECRET = "whsec_" + base64.b64encode(b"pipeq webhook tests, 32 bytes!!!").decode()
+RESULTS_BUCKET = "webhook-results"
+
+
+# -- the workers and what they did ------------------------------------------------------------------------
+
+
+class TaskRuns:
+    """Runs of the delivery task in this process's workers, from Celery's signals, by job id."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, list[str]] = defaultdict(list)
+        self.on_first_retry: dict[str, Callable[[], None]] = {}
+        self._changed = threading.Condition()
+
+    def postrun(self, task=None, args=None, state=None, **_) -> None:
+        if task is not None and task.name == DELIVER_TASK:
+            with self._changed:
+                self.states[args[0]].append(state)
+                self._changed.notify_all()
+
+    def retry(self, request=None, **_) -> None:
+        callback = self.on_first_retry.pop(request.args[0], None) if request and request.args else None
+        if callback:
+            callback()
+
+    def wait_finished(self, job_id: str, runs: int = 1, timeout: float = 15.0) -> list[str]:
+        """Wait until ``runs`` deliveries of the job have ended (delivered, skipped or dead-lettered)."""
+        with self._changed:
+            ended = lambda: sum(state != "RETRY" for state in self.states[job_id]) >= runs  # noqa: E731
+            if not self._changed.wait_for(ended, timeout):
+                raise AssertionError(f"delivery of {job_id} not finished after {timeout} s: {self.states[job_id]}")
+            return list(self.states[job_id])
+
+
+@contextmanager
+def embedded_worker(app, **options) -> Iterator[TestWorkController]:
+    """A Celery worker in a thread, stopped by a remote shutdown aimed at it alone (celery's own start_worker
+    stops through a process-wide flag, which would also stop the session's worker)."""
+    setup_app_for_worker(app, "WARNING", None)
+    # Celery hands a new worker the process's current event loop if there is one: two workers driving one
+    # loop from two threads stall (ETA retries never run). This worker gets a loop of its own.
+    previous = get_event_loop()
+    set_event_loop(None)
+    try:
+        worker = TestWorkController(
+            app=app,
+            hostname=f"hooks-{uuid.uuid4().hex[:8]}@localhost",
+            loglevel="WARNING",
+            logfile=None,
+            ready_callback=None,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            **options,
+        )
+    finally:
+        set_event_loop(previous)
+    thread = threading.Thread(target=worker.start, daemon=True)
+    thread.start()
+    worker.ensure_started()
+    try:
+        yield worker
+    finally:
+        app.control.shutdown(destination=[worker.hostname])
+        thread.join(30)
+        assert not thread.is_alive(), "the embedded worker did not stop"
+
+
+class Hooks:
+    """What the tests use: settings, client, the delivery app, its task runs and the result-backend Redis."""
+
+    def __init__(self, settings: Settings, client: Client, app, runs: TaskRuns) -> None:
+        self.settings = settings
+        self.client = client
+        self.app = app
+        self.runs = runs
+        self.redis: redis.Redis = app.pipeq_deliverer.store.redis
+        self.dead_letters = DeadLetters(self.redis)
+
+    def delivered(self, job_id: str) -> bool:
+        return bool(self.redis.exists(delivered_key(job_id)))
+
+
+@pytest.fixture(scope="module")
+def hook_settings(redis_url, s3_endpoint, tiny_models, new_redis_db) -> Settings:
+    """Settings on Redis databases of their own: the session worker never sees these jobs."""
+    webhooks = Webhooks(secret=SECRET, allow_private=True, backoff=0.05, max_backoff=0.2, max_attempts=4, timeout=2)
+    base = make_settings(
+        redis_url,
+        s3_endpoint,
+        {TEXT: tiny_models[TEXT]},
+        db=new_redis_db(),
+        webhooks=webhooks,
+        results_bucket=RESULTS_BUCKET,
+        max_inline_result_bytes=1,  # every result goes to object storage; the webhook must read it back
+    )
+    return base.model_copy(update={"models": [entry.model_copy(update={"queue": "hooks"}) for entry in base.models]})
+
+
+@pytest.fixture(scope="module")
+def hooks(redis_url, hook_settings) -> Iterator[Hooks]:
+    s3 = s3_client(hook_settings)
+    if RESULTS_BUCKET not in [bucket["Name"] for bucket in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket=RESULTS_BUCKET)
+    runs = TaskRuns()
+    task_postrun.connect(runs.postrun, weak=False)
+    task_retry.connect(runs.retry, weak=False)
+    models, deliveries = create_app(hook_settings), create_webhooks_app(hook_settings)
+    client = Client(hook_settings)
+    try:
+        with (
+            embedded_worker(models, queues=["hooks"]),
+            embedded_worker(deliveries, pool="threads", concurrency=4, queues=[hook_settings.webhooks.queue]),
+        ):
+            yield Hooks(hook_settings, client, deliveries, runs)
+    finally:
+        client.close()
+        task_postrun.disconnect(runs.postrun)
+        task_retry.disconnect(runs.retry)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as receiving:
+        yield receiving
+
+
+def submit(hooks: Hooks, url: str, text: str = "a fine product", job_id: str | None = None) -> str:
+    return hooks.client.submit(TEXT, text, webhook=url, job_id=job_id)
+
+
+def store_final_record(hooks: Hooks) -> str:
+    """A succeeded job written straight to Redis, for deliveries queued by hand."""
+    job_id = str(uuid.uuid4())
+    record = JobRecord(
+        state="succeeded", id=job_id, task=TEXT, model=model_name(TEXT), submitted_at=now(), finished_at=now()
+    )
+    RecordStore(hooks.settings.result_backend).write([record.model_copy(update={"result": {"label": "ok"}})])
+    return job_id
+
+
+def queue_delivery(hooks: Hooks, job_id: str, url: str, times: int = 1) -> None:
+    job = Job(id=job_id, task=TEXT, model=model_name(TEXT), input=TextInput(text="-"), webhook=url)
+    enqueue_deliveries(hooks.app, [job] * times)
+
+
+# -- delivery end to end ----------------------------------------------------------------------------------
+
+
+def test_a_finished_job_is_posted_signed_with_its_record(hooks, receiver):
+    job_id = submit(hooks, receiver.url)
+    record = hooks.client.wait(job_id, timeout=30)
+    [request] = receiver.wait_for(1)
+    hooks.runs.wait_finished(job_id)
+
+    payload = verify(request.headers, request.body, SECRET)
+    assert payload == {
+        "id": job_id,
+        "task": TEXT,
+        "model": model_name(TEXT),
+        "status": "succeeded",
+        "result": record.result,
+        "timings": {
+            "submitted_at": record.submitted_at.isoformat(),
+            "started_at": record.started_at.isoformat(),
+            "finished_at": record.finished_at.isoformat(),
+        },
+    }
+    assert hooks.client.store.get(job_id).result_ref.startswith(f"s3://{RESULTS_BUCKET}/")  # read back for the body
+    assert record.result and datetime.fromisoformat(payload["timings"]["finished_at"]).tzinfo is not None
+    assert request.headers["webhook-id"] == job_id
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"] == "pipeq"
+    assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 30
+    assert hooks.delivered(job_id)
+
+
+def test_a_failed_job_gets_its_webhook_with_the_error(hooks, receiver):
+    job_id = hooks.client.submit(TEXT, "s3://no-such-bucket-here/missing.txt", webhook=receiver.url)
+    assert hooks.client.wait(job_id, timeout=30).state == "failed"
+    [request] = receiver.wait_for(1)
+    payload = verify(request.headers, request.body, SECRET)
+    assert payload["status"] == "failed"
+    assert "result" not in payload
+    assert payload["error"]["type"] == "MediaNotFound"
+    assert "s3://no-such-bucket-here/missing.txt" in payload["error"]["message"]
+
+
+def test_5xx_is_retried_with_the_same_webhook_id_and_delivered_once(hooks):
+    with Receiver(503, 502, 200) as receiver:
+        job_id = submit(hooks, receiver.url)
+        hooks.runs.wait_finished(job_id)
+        requests = receiver.wait_for(3)
+    assert len(requests) == 3
+    assert {request.headers["webhook-id"] for request in requests} == {job_id}
+    assert all(verify(request.headers, request.body, SECRET)["id"] == job_id for request in requests)
+    assert hooks.runs.states[job_id] == ["RETRY", "RETRY", "SUCCESS"]
+    assert hooks.delivered(job_id)
+    assert hooks.redis.hget("pipeq:webhooks:failed", job_id) is None
+
+
+def test_a_receiver_that_is_down_then_up_gets_the_webhook_exactly_once(hooks):
+    with Receiver(started=False) as receiver:  # connections refused
+        job_id = str(uuid.uuid4())
+        hooks.runs.on_first_retry[job_id] = receiver.start  # the first attempt failed: bring it up
+        submit(hooks, receiver.url, job_id=job_id)
+        hooks.runs.wait_finished(job_id)
+        time.sleep(0.3)  # room for a stray second POST, were there one
+        [request] = receiver.requests
+    assert hooks.runs.states[job_id].count("RETRY") >= 1
+    assert verify(request.headers, request.body, SECRET)["id"] == job_id
+    assert hooks.delivered(job_id)
+
+
+def test_a_receiver_that_keeps_failing_is_dead_lettered_then_redelivered(hooks, capsys):
+    with Receiver(*[500] * 4) as receiver:  # four attempts, all 500; then it answers 200
+        job_id = submit(hooks, receiver.url)
+        hooks.runs.wait_finished(job_id)
+        assert len(receiver.wait_for(4)) == 4
+        assert not hooks.delivered(job_id)
+
+        entry = json.loads(hooks.redis.hget("pipeq:webhooks:failed", job_id))
+        assert entry["url"] == receiver.url
+        assert entry["attempts"] == 4
+        assert "answered 500" in entry["last_error"]
+        assert run_cli(cli("failed"), hooks.settings) == 0
+        listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert entry in listed
+
+        assert run_cli(cli("redeliver", job_id), hooks.settings) == 0
+        hooks.runs.wait_finished(job_id, runs=2)
+        requests = receiver.wait_for(5)
+    assert len(requests) == 5
+    assert {request.headers["webhook-id"] for request in requests} == {job_id}
+    assert hooks.delivered(job_id)
+    assert job_id not in [listed["id"] for listed in hooks.dead_letters.entries()]
+    capsys.readouterr()
+    assert run_cli(cli("redeliver", job_id), hooks.settings) == 2
+    assert "no failed webhook delivery" in capsys.readouterr().err
+
+
+def test_4xx_is_not_retried(hooks):
+    with Receiver(Reply(404, body=b"no such hook")) as receiver:
+        job_id = submit(hooks, receiver.url)
+        hooks.runs.wait_finished(job_id)
+        assert len(receiver.requests) == 1
+    assert hooks.runs.states[job_id] == ["SUCCESS"]
+    entry = json.loads(hooks.redis.hget("pipeq:webhooks:failed", job_id))
+    assert entry["attempts"] == 1
+    assert "answered 404: no such hook" in entry["last_error"]
+
+
+def test_429_is_retried_after_retry_after(hooks):
+    with Receiver(Reply(429, headers={"Retry-After": "1"}), 200) as receiver:
+        job_id = submit(hooks, receiver.url)
+        hooks.runs.wait_finished(job_id)
+        first, second = receiver.wait_for(2)
+    # Retry-After: 1, capped at max_backoff (0.2 s); jitter alone would have waited at most backoff (0.05 s).
+    assert second.at - first.at >= 0.18
+    assert hooks.delivered(job_id)
+
+
+def test_a_delivered_job_is_not_posted_again_when_its_delivery_is_queued_again(hooks, receiver):
+    job_id = submit(hooks, receiver.url)
+    hooks.runs.wait_finished(job_id)
+    receiver.wait_for(1)
+    queue_delivery(hooks, job_id, receiver.url, times=2)  # as a re-run after a worker crash would
+    hooks.runs.wait_finished(job_id, runs=3)
+    assert len(receiver.requests) == 1
+
+
+def test_deliveries_of_one_job_running_at_once_post_once(hooks):
+    job_id = store_final_record(hooks)
+    with Receiver(Reply(200, delay=0.3)) as receiver:
+        queue_delivery(hooks, job_id, receiver.url, times=3)  # three threads pick them up together
+        hooks.runs.wait_finished(job_id, runs=3)
+        assert len(receiver.requests) == 1
+
+
+def test_an_unsafe_url_is_dead_lettered_without_an_attempt(hooks):
+    strict = hooks.settings.model_copy(
+        update={"webhooks": hooks.settings.webhooks.model_copy(update={"allow_private": False})}
+    )
+    deliver = create_webhooks_app(strict).tasks[DELIVER_TASK]
+    for url, reason in [("http://169.254.169.254/latest/meta-data/", "link-local"), ("http://10.0.0.1/", "private")]:
+        job_id = store_final_record(hooks)
+        deliver.apply(args=[job_id, url])  # in this thread; nothing is sent anywhere
+        entry = json.loads(hooks.redis.hget("pipeq:webhooks:failed", job_id))
+        assert entry["attempts"] == 1
+        assert reason in entry["last_error"]
+        assert "public addresses only" in entry["last_error"]
+
+
+def cli(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pipeq")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["webhooks", *argv])
+
+
+def test_cli_parses_its_actions():
+    assert cli("failed").webhooks_action == "failed"
+    assert cli("redeliver", "job-1").job_id == "job-1"
+    worker = cli("worker", "--concurrency", "4")
+    assert (worker.webhooks_action, worker.concurrency, worker.loglevel) == ("worker", 4, "INFO")
+
+
+# -- the SSRF guard ---------------------------------------------------------------------------------------
+
+FAKE_DNS = {
+    "hooks.example.com": ["93.184.216.34"],
+    "localhost": ["127.0.0.1", "::1"],
+    "mixed.example.com": ["93.184.216.34", "10.1.2.3"],
+    "rebound.example.com": ["192.168.1.10"],
+    "metadata.internal": ["169.254.169.254"],
+    "v6.example.com": ["2606:4700:4700::1111"],
+}
+
+
+def fake_resolve(host: str, port: int) -> list[str]:
+    if host not in FAKE_DNS:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return FAKE_DNS[host]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1/hook", "loopback"),
+        ("http://localhost:8080/hook", "loopback"),
+        ("http://10.0.0.1/hook", "private"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://[::1]/hook", "loopback"),
+        ("http://[::ffff:127.0.0.1]/hook", "loopback"),
+        ("http://0.0.0.0/hook", "unspecified"),
+        ("http://224.0.0.1/hook", "multicast"),
+        ("http://100.64.0.1/hook", "not globally routable"),
+        ("http://[fc00::1]/hook", "private"),
+        ("http://mixed.example.com/hook", "10.1.2.3 (private)"),
+        ("http://rebound.example.com/hook", "private"),
+        ("ftp://hooks.example.com/hook", "not an http(s) URL"),
+        ("file:///etc/passwd", "not an http(s) URL"),
+    ],
+)
+def test_the_guard_refuses_non_public_targets(url, reason):
+    with pytest.raises(UnsafeURL, match=re.escape(reason)):
+        Guard(resolve=fake_resolve).check(url)
+
+
+def test_the_guard_allows_public_targets_and_pins_the_checked_address():
+    assert Guard(resolve=fake_resolve).check("https://hooks.example.com/in").address == "93.184.216.34"
+    assert Guard(resolve=fake_resolve).check("http://v6.example.com/in").address == "2606:4700:4700::1111"
+    assert Guard(resolve=fake_resolve).check("http://8.8.8.8:8080/in").address == "8.8.8.8"
+    assert Guard(allow_private=True, resolve=fake_resolve).check("http://localhost/in").address == "127.0.0.1"
+
+
+def test_a_host_that_does_not_resolve_is_a_temporary_failure():
+    with pytest.raises(TemporaryFailure, match=r"cannot resolve nowhere\.example\.com"):
+        Guard(resolve=fake_resolve).check("http://nowhere.example.com/in")
+
+
+class ReceiverCountsAsPublic(Guard):
+    """The real guard, except that the loopback receiver stands in for a public host."""
+
+    def refusal(self, ip):
+        return None if str(ip) == "127.0.0.1" else super().refusal(ip)
+
+
+def stub_resolve(host: str, port: int) -> list[str]:
+    return {"hooks.example.com": ["127.0.0.1"], "metadata.internal": ["169.254.169.254"]}[host]
+
+
+STRICT = Webhooks(allow_private=False, timeout=2, max_redirects=2, max_response_bytes=1024)
+
+
+def post_json(url: str, config: Webhooks = STRICT) -> int:
+    return post(
+        url, b'{"id":"job-1"}', signed_headers(None, "job-1", b""), config, ReceiverCountsAsPublic(False, stub_resolve)
+    )
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["http://metadata.internal/latest/meta-data/", "http://10.0.0.1/steal", "http://[::1]:{port}/hook"],
+)
+def test_a_redirect_to_a_private_address_is_refused(receiver, location):
+    receiver.script(Reply(302, headers={"Location": location.format(port=receiver.port)}))
+    with pytest.raises(UnsafeURL, match="public addresses only"):
+        post_json(f"http://hooks.example.com:{receiver.port}/hook")
+    assert len(receiver.requests) == 1
+
+
+def test_redirects_to_allowed_targets_are_followed_with_the_same_post(receiver):
+    receiver.script(Reply(307, headers={"Location": "/moved"}))
+    assert post_json(f"http://hooks.example.com:{receiver.port}/hook") == 200
+    first, second = receiver.requests
+    assert (first.path, second.path) == ("/hook", "/moved")
+    assert second.body == b'{"id":"job-1"}'
+    assert second.headers["host"] == f"hooks.example.com:{receiver.port}"  # sent to the checked address
+
+
+def test_too_many_redirects_fail_for_good(receiver):
+    receiver.script(*[Reply(302, headers={"Location": "/again"})] * 5)
+    with pytest.raises(PermanentFailure, match="more than 2 redirects"):
+        post_json(f"http://hooks.example.com:{receiver.port}/hook")
+    assert len(receiver.requests) == 3
+
+
+# -- limits and retry timing ------------------------------------------------------------------------------
+
+
+def test_a_huge_response_is_not_read_past_the_limit(receiver):
+    receiver.script(Reply(200, body=b"x" * 32_000_000), Reply(500, body=b"e" * 5_000_000))
+    started = time.monotonic()
+    assert post_json(receiver.url) == 200
+    with pytest.raises(TemporaryFailure) as failed:
+        post_json(receiver.url)
+    assert time.monotonic() - started < 5
+    assert len(str(failed.value)) < 300
+    deadline = time.monotonic() + 5
+    while receiver.broken_writes < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert receiver.broken_writes == 2  # we hung up; the receiver could not send the rest
+
+
+def test_a_slow_receiver_times_out_as_a_temporary_failure(receiver):
+    receiver.script(Reply(200, delay=1.5))
+    started = time.monotonic()
+    with pytest.raises(TemporaryFailure, match=r"within 0\.3 s"):
+        post_json(receiver.url, STRICT.model_copy(update={"timeout": 0.3}))
+    assert time.monotonic() - started < 1.2
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date():
+    moment = datetime(2025, 1, 1, tzinfo=UTC)
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(format_datetime(moment + timedelta(seconds=30), usegmt=True), now=moment) == 30.0
+    assert parse_retry_after(format_datetime(moment - timedelta(seconds=30), usegmt=True), now=moment) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_retry_delays_use_full_jitter_and_honour_retry_after_up_to_the_cap():
+    config = Webhooks(backoff=1.0, max_backoff=5.0)
+    for retries, cap in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 5.0), (10, 5.0)]:
+        delays = [retry_delay(config, retries) for _ in range(200)]
+        assert all(0 <= delay <= cap for delay in delays)
+        assert max(delays) > cap / 2
+    assert retry_delay(config, 0, retry_after=3.0) == 3.0
+    assert retry_delay(config, 0, retry_after=3600.0) == 5.0
+
+
+def test_without_a_secret_requests_are_unsigned_but_identified():
+    headers = signed_headers(None, "job-1", b"{}", timestamp=1_700_000_000)
+    assert headers["webhook-id"] == "job-1"
+    assert headers["webhook-timestamp"] == "1700000000"
+    assert "webhook-signature" not in headers
+
+
+def test_a_record_becomes_the_documented_body():
+    record = JobRecord(
+        state="failed",
+        id="job-9",
+        task=TEXT,
+        model="m",
+        submitted_at=datetime(2025, 1, 1, tzinfo=UTC),
+        error=JobError(type="PipelineError", message="boom"),
+    )
+    from pipeq.webhooks.delivery import payload
+
+    assert payload(record) == {
+        "id": "job-9",
+        "task": TEXT,
+        "model": "m",
+        "status": "failed",
+        "error": {"type": "PipelineError", "message": "boom"},
+        "timings": {"submitted_at": "2025-01-01T00:00:00+00:00", "started_at": None, "finished_at": None},
+    }
