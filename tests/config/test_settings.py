@@ -2,6 +2,7 @@
 
 import pytest
 from pipeq.config import Catalogue, ModelEntry, UnknownModel, load_settings
+from pipeq.config.catalogue import DeprecatedSetting
 from pipeq.config.settings import Settings
 
 EXAMPLE = "config/pipeq.example.toml"
@@ -74,8 +75,28 @@ def test_catalogue_defaults_names_and_refusals():
     ],
 )
 def test_the_pipeline_batch_size_defaults_by_modality_and_device(task, configured, device, expected):
-    entry = ModelEntry(name="m", task=task, batch_size=configured)
+    entry = ModelEntry(name="m", task=task, pipeline_batch_size=configured)
     assert entry.batch_size_on(device) == expected
+
+
+def test_old_catalogue_keys_still_work_and_name_their_new_key(tmp_path):
+    config = tmp_path / "old.toml"
+    config.write_text(
+        '[[models]]\nname = "m"\ntask = "text-classification"\nmax_batch = 7\nflush_interval = 0.5\nbatch_size = 3\n'
+    )
+    with pytest.warns(DeprecatedSetting) as warned:
+        [entry] = load_settings(config).models
+    assert (entry.max_batch_jobs, entry.max_wait_s, entry.pipeline_batch_size) == (7, 0.5, 3)
+    assert [str(w.message) for w in warned] == [
+        "model 'm': 'max_batch' is deprecated, use 'max_batch_jobs'",
+        "model 'm': 'flush_interval' is deprecated, use 'max_wait_s'",
+        "model 'm': 'batch_size' is deprecated, use 'pipeline_batch_size'",
+    ]
+
+
+def test_an_old_key_beside_its_new_name_is_refused():
+    with pytest.raises(ValueError, match="sets both 'max_batch' and 'max_batch_jobs'"):
+        ModelEntry(name="m", task="text-classification", max_batch=2, max_batch_jobs=3)
 
 
 def test_the_visibility_timeout_outlasts_the_slowest_batch():
