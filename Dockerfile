@@ -43,12 +43,14 @@ open('/tmp/deps.txt', 'w').write(''.join(d + '\n' for d in deps))" \
 # README.md (pyproject's long description) when the context has one and matches nothing when it does not;
 # pyproject.toml is listed again so the COPY always has a source.
 COPY pyproject.toml README.m[d] ./
+# One import root, pipeq: its subpackages pipeq.producer, pipeq.worker and pipeq.config come from these folders.
 COPY pipeq ./pipeq
 COPY producer ./producer
 COPY worker ./worker
 COPY config ./config
 RUN pip install --no-deps . \
  && pipeq --help >/dev/null \
+ && (cd / && python -c "from pipeq import Client; import pipeq.worker.app") \
  && rm -rf /tmp/pipeq-src
 
 # Numeric uid:gid of the pipeq user, so that runtimes can tell it is not root (e.g. Kubernetes runAsNonRoot).

@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1
 APT     := redis-server espeak-ng tesseract-ocr
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench system-deps setup clean
+.PHONY: demo test test-fast lint bench system-deps setup clean
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(PYTHON) -m devtools.demo
@@ -14,6 +14,11 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest
+
+# The quick loop: everything but the tests marked slow (subprocess workers, the wheel, long media).
+test-fast: setup
+	$(VENV)/bin/ruff check .
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -m "not slow"
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PYTHON) -m benchmarks.throughput
