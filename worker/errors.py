@@ -9,10 +9,6 @@ class JobFailure(Exception):
         return type(self).__name__
 
 
-class InvalidJob(JobFailure):
-    """The message is not a valid job (contract violation, unknown model or parameter)."""
-
-
 class MediaNotFound(JobFailure):
     """The referenced object does not exist (or its bucket does not)."""
 
