@@ -1,5 +1,7 @@
 """pipeq settings: environment variables (``PIPEQ_*``) over an optional TOML file named by ``PIPEQ_CONFIG``."""
 
+import base64
+import binascii
 import os
 from functools import cached_property
 from pathlib import Path
@@ -25,13 +27,42 @@ class Limits(BaseModel):
     max_inline_bytes: PositiveInt = 256 * 1024
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"
+MIN_WEBHOOK_SECRET_BYTES = 24
+"""Standard Webhooks suggests keys of 24 to 64 random bytes."""
+
+
+def webhook_signing_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret, ``whsec_`` + base64 of at least 24 bytes; ValueError otherwise.
+
+    The message says what is wrong and how to make a valid secret, never the secret itself.
+    """
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        problem = f"it does not start with {WEBHOOK_SECRET_PREFIX!r}"
+    else:
+        try:
+            key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+        except binascii.Error:
+            problem = f"what follows {WEBHOOK_SECRET_PREFIX!r} is not base64"
+        else:
+            if len(key) >= MIN_WEBHOOK_SECRET_BYTES:
+                return key
+            problem = f"its key is {len(key)} bytes"
+    raise ValueError(
+        f"the webhook secret is not a Standard Webhooks secret: {problem}. A secret is {WEBHOOK_SECRET_PREFIX!r}"
+        f" followed by the base64 of at least {MIN_WEBHOOK_SECRET_BYTES} random bytes, so that any Standard"
+        " Webhooks receiver can verify the signatures; `pipeq webhooks new-secret` prints one"
+    )
+
+
 class Webhooks(BaseModel):
     """How results are pushed to callers' webhook URLs (signed, retried, SSRF-safe)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a refused secret is never echoed
 
     secret: SecretStr | None = Field(
-        default=None, description="HMAC key (Standard Webhooks: 'whsec_' + base64, or any string)"
+        default=None,
+        description="signing secret, 'whsec_' + base64 of 24+ random bytes: `pipeq webhooks new-secret`",
     )
     queue: str = "pipeq.webhooks"
     timeout: PositiveFloat = 10.0
@@ -43,6 +74,14 @@ class Webhooks(BaseModel):
     allow_private: bool = Field(
         default=False, description="allow loopback, private and link-local targets (tests, trusted networks)"
     )
+
+    @field_validator("secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None:
+            webhook_signing_key(secret.get_secret_value())
+        return secret
+
 
 
 class IngestRule(BaseModel):
@@ -71,7 +110,12 @@ class IngestRule(BaseModel):
 class Settings(BaseSettings):
     """Everything producers and workers need to know; see ``config/pipeq.example.toml``."""
 
-    model_config = SettingsConfigDict(env_prefix="PIPEQ_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="PIPEQ_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        hide_input_in_errors=True,  # no secrets in errors
+    )
 
     config: Path | None = Field(default=None, description="the TOML file these settings were read from")
     broker_url: str = "redis://127.0.0.1:6379/0"

@@ -10,7 +10,6 @@ results, and a local receiver verifies each signed webhook and says which known 
 closest to. Stops everything it started.
 """
 
-import base64
 import json
 import os
 import queue
@@ -28,6 +27,7 @@ from pipeq.producer import Client
 
 from devtools.local_services import redis_server, s3_server
 from pipeq.core.storage import s3_client
+from pipeq.webhooks.signing import new_secret, verify
 
 DOCUMENTS = {
     "returns-policy.txt": "Items can be returned within 30 days of delivery for a full refund, if unused.",
@@ -54,7 +54,7 @@ ARRIVALS = {
     "inbox/login-trouble.txt": "Since this morning the sign-in page rejects my password.",
     "inbox/fern-care.txt": "Our ferns look dry; how often should someone water them?",
 }
-WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"pipeq demo webhook secret").decode()
+WEBHOOK_SECRET = new_secret()  # a fresh one per run, as `pipeq webhooks new-secret` prints
 
 
 def minilm_path() -> Path:
@@ -158,7 +158,6 @@ def search(settings: Settings) -> tuple[Client, np.ndarray]:
 def event_driven(settings: Settings, known: np.ndarray, env: dict, processes: list) -> None:
     """Files dropped into the bucket become jobs (pipeq ingest); results arrive as signed webhooks."""
     from pipeq.ingest.ingester import match
-    from pipeq.webhooks.signing import verify
 
     arrived: queue.Queue = queue.Queue()
 

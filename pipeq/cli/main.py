@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", help="Celery node name (default pipeq-<device>@host)")
 
     from pipeq.ingest.ingester import add_cli as add_ingest
-    from pipeq.webhooks.delivery import add_cli as add_webhooks
+    from pipeq.webhooks.cli import add_cli as add_webhooks
 
     add_ingest(commands)
     add_webhooks(commands)
@@ -73,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("ingest", "webhooks"):
         from pipeq.config.settings import load_settings
         from pipeq.ingest.ingester import run_cli as ingest
-        from pipeq.webhooks.delivery import run_cli as webhooks
+        from pipeq.webhooks.cli import run_cli as webhooks
 
-        return (ingest if args.command == "ingest" else webhooks)(args, load_settings())
+        if args.command == "webhooks":
+            return webhooks(args, load_settings)  # loaded when needed: new-secret works while the secret is refused
+        return ingest(args, load_settings())
 
     from pipeq.producer import Client, InvalidJob, UnknownJob
 

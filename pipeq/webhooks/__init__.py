@@ -1,1 +1,2 @@
-"""Webhooks: Standard Webhooks signing, SSRF-safe delivery over HTTP, retries, dead letters and their CLI."""
+"""Webhooks: Standard Webhooks signing (``signing``), the body (``payload``), one SSRF-safe POST (``http``), the
+delivery task with retries (``delivery``), dead letters (``dead_letters``) and ``pipeq webhooks`` (``cli``)."""

@@ -5,24 +5,19 @@ The delivery task (:data:`DELIVER_TASK`, registered by :func:`register`, late ac
 queue, so a slow receiver never holds up a model:
 
 * the body is built at send time from the job's record in Redis (an offloaded result is read back);
-* it is signed per Standard Webhooks (see ``producer/webhooks.py``); ``webhook-id`` is the job id on every
-  attempt;
+* it is signed per Standard Webhooks (see :mod:`pipeq.webhooks.signing`); ``webhook-id`` is the job id on
+  every attempt;
 * timeouts, connection errors, 5xx and 429 are retried with exponential backoff and full jitter (or after
   the receiver's ``Retry-After``), up to ``max_attempts``; other statuses and unsafe URLs are not;
-* a delivery that gives up lands in the dead-letter store (``pipeq webhooks failed`` lists it,
-  ``pipeq webhooks redeliver ID`` queues it again);
+* a delivery that gives up lands in the dead-letter store (:mod:`pipeq.webhooks.dead_letters`;
+  ``pipeq webhooks failed`` lists it, :func:`redeliver` or ``pipeq webhooks redeliver ID`` queues it again);
 * one job is delivered at most once successfully: after a 2xx a marker is set, and every attempt checks it
   (under a short per-job lock) before sending, so a second delivery queued for a re-run job sends nothing.
 """
 
-import argparse
-import json
 import logging
 import random
-import sys
-import time
 from contextlib import suppress
-from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -32,20 +27,19 @@ from celery import Celery, Task
 from pipeq.config.settings import Settings, Webhooks
 from pipeq.core.contract import Job
 from pipeq.core.messaging import make_celery
-from pipeq.core.records import JobRecord, RecordStore
+from pipeq.core.records import RecordStore
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
+from pipeq.webhooks.dead_letters import DeadLetters
 from pipeq.webhooks.http import Guard, PermanentFailure, TemporaryFailure, post
-from pipeq.webhooks.signing import sign
+from pipeq.webhooks.payload import encode
+from pipeq.webhooks.signing import signed_headers
 
 log = logging.getLogger(__name__)
 
 DELIVER_TASK = "pipeq.webhook"
-FAILED_KEY = "pipeq:webhooks:failed"
-"""Hash: job id -> JSON {id, url, attempts, last_error, failed_at}."""
-FAILED_ORDER_KEY = "pipeq:webhooks:failed:order"
-"""Sorted set: job ids by the unix time their delivery failed."""
-USER_AGENT = "pipeq"
+REQUEST_HEADERS = {"Content-Type": "application/json", "User-Agent": "pipeq"}
+"""Sent with every delivery, besides the ``webhook-*`` headers."""
 
 
 def delivered_key(job_id: str) -> str:
@@ -65,81 +59,11 @@ def enqueue_deliveries(app: Any, jobs: list[Job]) -> None:
             )
 
 
-# -- the message ---------------------------------------------------------------------------------------------
-
-
-def payload(record: JobRecord) -> dict[str, Any]:
-    """The JSON body for a finished job's record."""
-    body: dict[str, Any] = {"id": record.id, "task": record.task, "model": record.model, "status": record.state}
-    if record.state == "succeeded":
-        body["result"] = record.result
-    else:
-        body["error"] = record.error.model_dump() if record.error else None
-    body["timings"] = {
-        name: value.isoformat() if value else None
-        for name, value in (
-            ("submitted_at", record.submitted_at),
-            ("started_at", record.started_at),
-            ("finished_at", record.finished_at),
-        )
-    }
-    return body
-
-
-def signed_headers(secret: str | None, msg_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-    """Standard Webhooks headers for one attempt (unsigned when there is no secret)."""
-    timestamp = int(time.time()) if timestamp is None else timestamp
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-    }
-    if secret:
-        headers["webhook-signature"] = sign(secret, msg_id, timestamp, body)
-    return headers
-
-
 def retry_delay(config: Webhooks, retries: int, retry_after: float | None = None) -> float:
     """Seconds before the next attempt: the receiver's Retry-After if given, else full jitter; capped."""
     if retry_after is not None:
         return min(config.max_backoff, retry_after)
     return random.uniform(0, min(config.max_backoff, config.backoff * 2**retries))
-
-
-# -- the dead-letter store -----------------------------------------------------------------------------------
-
-
-class DeadLetters:
-    """Deliveries that gave up, in Redis: a hash of entries and a sorted set keeping their order."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.redis = client
-
-    def add(self, job_id: str, url: str, attempts: int, error: str) -> dict[str, Any]:
-        failed = datetime.now(UTC)
-        entry = {"id": job_id, "url": url, "attempts": attempts, "last_error": error, "failed_at": failed.isoformat()}
-        pipe = self.redis.pipeline()
-        pipe.hset(FAILED_KEY, job_id, json.dumps(entry))
-        pipe.zadd(FAILED_ORDER_KEY, {job_id: failed.timestamp()})
-        pipe.execute()
-        return entry
-
-    def entries(self) -> list[dict[str, Any]]:
-        """Every entry, oldest failure first."""
-        ids = self.redis.zrange(FAILED_ORDER_KEY, 0, -1)
-        if not ids:
-            return []
-        return [json.loads(raw) for raw in self.redis.hmget(FAILED_KEY, ids) if raw]
-
-    def take(self, job_id: str) -> dict[str, Any] | None:
-        """Remove and return a job's entry (None if there is none)."""
-        pipe = self.redis.pipeline()
-        pipe.hget(FAILED_KEY, job_id)
-        pipe.hdel(FAILED_KEY, job_id)
-        pipe.zrem(FAILED_ORDER_KEY, job_id)
-        raw, removed, _ = pipe.execute()
-        return json.loads(raw) if removed else None
 
 
 # -- delivery ------------------------------------------------------------------------------------------------
@@ -178,7 +102,8 @@ class Deliverer:
                 return False
             body = self.body(job_id)
             secret = self.config.secret.get_secret_value() if self.config.secret else None
-            post(url, body, signed_headers(secret, job_id, body), self.config, self.guard)
+            headers = {**REQUEST_HEADERS, **signed_headers(secret, job_id, body)}
+            post(url, body, headers, self.config, self.guard)
             self.store.redis.set(delivered_key(job_id), 1, ex=self.settings.result_ttl)
             return True
         finally:
@@ -192,7 +117,7 @@ class Deliverer:
             raise PermanentFailure(f"job {job_id} has no record (expired, or never submitted)")
         if not record.done:
             raise TemporaryFailure(f"job {job_id} is {record.state}, not finished")
-        return json.dumps(payload(self.results.resolve(record)), separators=(",", ":")).encode()
+        return encode(self.results.resolve(record))
 
     def _lock_seconds(self) -> int:
         """Longer than one attempt takes (connect, send, read on every hop), yet well short of the broker's
@@ -239,7 +164,7 @@ def _give_up(deliverer: Deliverer, job_id: str, url: str, attempts: int, exc: Ex
     log.error("webhook for job %s failed after %d attempt(s): %s", job_id, attempts, exc)
 
 
-# -- operations: redeliver, the webhooks worker, the CLI -----------------------------------------------------
+# -- operations: the webhooks app, redelivery ----------------------------------------------------------------
 
 
 def create_webhooks_app(settings: Settings) -> Celery:
@@ -267,55 +192,3 @@ def redeliver(settings: Settings, job_id: str, app: Celery | None = None) -> dic
         if app is None:
             sender.close()
     return entry
-
-
-def run_webhooks_worker(
-    settings: Settings, concurrency: int = 16, loglevel: str = "INFO", name: str | None = None
-) -> None:
-    """Run a Celery worker (threads pool) that delivers webhooks from the webhooks queue."""
-    create_webhooks_app(settings).worker_main(
-        [
-            "worker",
-            "-Q",
-            settings.webhooks.queue,
-            "-P",
-            "threads",
-            "-c",
-            str(concurrency),
-            f"--loglevel={loglevel}",
-            f"--hostname={name or 'pipeq-webhooks@%h'}",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
-
-
-def add_cli(subparsers: Any) -> None:
-    """Add ``webhooks failed | redeliver ID | worker`` to the ``pipeq`` command's subparsers."""
-    webhooks = subparsers.add_parser("webhooks", help="webhook deliveries: failed ones, redelivery, the worker")
-    actions = webhooks.add_subparsers(dest="webhooks_action", required=True)
-    actions.add_parser("failed", help="list failed deliveries (JSON lines, oldest first)")
-    again = actions.add_parser("redeliver", help="queue a failed delivery again (attempts start afresh)")
-    again.add_argument("job_id")
-    worker = actions.add_parser("worker", help="run the webhook delivery worker (threads pool)")
-    worker.add_argument("--concurrency", type=int, default=16, help="deliveries in flight at once")
-    worker.add_argument("--loglevel", default="INFO")
-    worker.add_argument("--name", help="Celery node name (default pipeq-webhooks@host)")
-
-
-def run_cli(args: argparse.Namespace, settings: Settings) -> int:
-    """Run a ``pipeq webhooks`` action; the exit status."""
-    if args.webhooks_action == "worker":
-        run_webhooks_worker(settings, args.concurrency, args.loglevel, args.name)
-        return 0
-    if args.webhooks_action == "failed":
-        for entry in DeadLetters(RecordStore(settings.result_backend).redis).entries():
-            print(json.dumps(entry))
-        return 0
-    try:
-        entry = redeliver(settings, args.job_id)
-    except KeyError as exc:
-        print(f"pipeq: {exc.args[0]}", file=sys.stderr)
-        return 2
-    print(json.dumps({"queued": entry["id"], "url": entry["url"]}))
-    return 0

@@ -1,44 +1,48 @@
-"""Webhook signatures (Standard Webhooks): :func:`sign` for senders, :func:`verify` for receivers.
+"""Webhook signatures, exactly as Standard Webhooks: :func:`sign` for senders, :func:`verify` for receivers.
 
 Every delivery carries three headers: ``webhook-id`` (the job id, the same on every attempt, for
 de-duplication), ``webhook-timestamp`` (unix seconds of the attempt) and ``webhook-signature``:
-``v1,`` + base64(HMAC-SHA256(key, "<id>.<timestamp>.<body>")). The key is the base64-decoded part after
-``whsec_`` when the secret starts with it, else the secret's UTF-8 bytes.
+``v1,`` + base64(HMAC-SHA256(key, "<id>.<timestamp>.<body>")). The secret is ``whsec_`` + the base64 of the
+key (at least 24 random bytes; :func:`new_secret` or ``pipeq webhooks new-secret`` makes one), so any
+Standard Webhooks receiver checks pipeq's deliveries without pipeq installed::
 
-A receiver checks a request with::
+    from standardwebhooks import Webhook
+
+    payload = Webhook(secret).verify(request.body, request.headers)  # raises WebhookVerificationError
+
+or, with pipeq at hand::
 
     from pipeq.webhooks.signing import WebhookVerificationError, verify
 
-    try:
-        payload = verify(request.headers, request.body, secret)
-    except WebhookVerificationError:
-        return 400
+    payload = verify(request.headers, request.body, secret)
 """
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
 
-SECRET_PREFIX = "whsec_"
+from pipeq.config.settings import WEBHOOK_SECRET_PREFIX, webhook_signing_key
+
+NEW_SECRET_BYTES = 32
 
 
 class WebhookVerificationError(ValueError):
     """A webhook request that is not signed with the shared secret, or is too old or too new."""
 
 
+def new_secret() -> str:
+    """A fresh signing secret: ``whsec_`` + the base64 of 32 random bytes."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(NEW_SECRET_BYTES)).decode()
+
+
 def signing_key(secret: str) -> bytes:
-    """The HMAC key of ``secret``: base64-decoded after ``whsec_``, else its UTF-8 bytes."""
-    if not secret.startswith(SECRET_PREFIX):
-        return secret.encode()
-    try:
-        return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
-    except binascii.Error:
-        raise ValueError("a secret starting with 'whsec_' must continue in base64") from None
+    """The HMAC key of ``secret`` (the base64 after ``whsec_``); ValueError for anything else."""
+    return webhook_signing_key(secret)
 
 
 def sign(secret: str, msg_id: str, timestamp: int | str, body: bytes | str) -> str:
@@ -48,6 +52,16 @@ def sign(secret: str, msg_id: str, timestamp: int | str, body: bytes | str) -> s
     message = f"{msg_id}.{timestamp}.".encode() + body
     digest = hmac.new(signing_key(secret), message, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
+
+
+def signed_headers(secret: str | None, msg_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """The ``webhook-*`` headers of one attempt, stamped now unless ``timestamp`` is given; no signature
+    without a secret."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(timestamp)}
+    if secret:
+        headers["webhook-signature"] = sign(secret, msg_id, timestamp, body)
+    return headers
 
 
 def verify(headers: Mapping[str, str], body: bytes, secret: str, tolerance: int = 300, now: float | None = None) -> Any:

@@ -1,19 +1,15 @@
-"""Webhooks end to end: a model worker and a webhooks worker (threads) in this process, a real receiver on
-loopback; plus the SSRF guard, redirects, limits and the CLI on their own."""
+"""Webhook delivery end to end: a model worker and a webhooks worker (threads) in this process, a real receiver
+on loopback; retries, dead letters and redelivery, at most one successful POST per job."""
 
-import argparse
 import base64
 import json
-import re
-import socket
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+from datetime import datetime
 
 import pytest
 import redis
@@ -25,20 +21,17 @@ from pipeq.producer import Client
 from pipeq.worker.app import create_app
 
 from pipeq.core.contract import Job, TextInput
-from pipeq.core.records import JobError, JobRecord, RecordStore, now
+from pipeq.core.records import JobRecord, RecordStore, now
 from pipeq.core.storage import s3_client
+from pipeq.webhooks.dead_letters import DeadLetters
 from pipeq.webhooks.delivery import (
     DELIVER_TASK,
-    DeadLetters,
-    add_cli,
     create_webhooks_app,
     delivered_key,
     enqueue_deliveries,
+    redeliver,
     retry_delay,
-    run_cli,
-    signed_headers,
 )
-from pipeq.webhooks.http import Guard, PermanentFailure, TemporaryFailure, UnsafeURL, parse_retry_after, post
 from pipeq.webhooks.signing import verify
 from tests.support.receiver import Receiver, Reply
 from tests.support.settings import make_settings, model_name
@@ -259,31 +252,27 @@ def test_a_receiver_that_is_down_then_up_gets_the_webhook_exactly_once(hooks):
     assert hooks.delivered(job_id)
 
 
-def test_a_receiver_that_keeps_failing_is_dead_lettered_then_redelivered(hooks, capsys):
+def test_a_receiver_that_keeps_failing_is_dead_lettered_then_redelivered(hooks):
     with Receiver(*[500] * 4) as receiver:  # four attempts, all 500; then it answers 200
         job_id = submit(hooks, receiver.url)
         hooks.runs.wait_finished(job_id)
         assert len(receiver.wait_for(4)) == 4
         assert not hooks.delivered(job_id)
 
-        entry = json.loads(hooks.redis.hget("pipeq:webhooks:failed", job_id))
+        [entry] = [entry for entry in hooks.dead_letters.entries() if entry["id"] == job_id]
         assert entry["url"] == receiver.url
         assert entry["attempts"] == 4
         assert "answered 500" in entry["last_error"]
-        assert run_cli(cli("failed"), hooks.settings) == 0
-        listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        assert entry in listed
 
-        assert run_cli(cli("redeliver", job_id), hooks.settings) == 0
+        assert redeliver(hooks.settings, job_id) == entry
         hooks.runs.wait_finished(job_id, runs=2)
         requests = receiver.wait_for(5)
     assert len(requests) == 5
     assert {request.headers["webhook-id"] for request in requests} == {job_id}
     assert hooks.delivered(job_id)
     assert job_id not in [listed["id"] for listed in hooks.dead_letters.entries()]
-    capsys.readouterr()
-    assert run_cli(cli("redeliver", job_id), hooks.settings) == 2
-    assert "no failed webhook delivery" in capsys.readouterr().err
+    with pytest.raises(KeyError, match="no failed webhook delivery"):
+        redeliver(hooks.settings, job_id)
 
 
 def test_4xx_is_not_retried(hooks):
@@ -338,152 +327,7 @@ def test_an_unsafe_url_is_dead_lettered_without_an_attempt(hooks):
         assert "public addresses only" in entry["last_error"]
 
 
-def cli(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="pipeq")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["webhooks", *argv])
-
-
-def test_cli_parses_its_actions():
-    assert cli("failed").webhooks_action == "failed"
-    assert cli("redeliver", "job-1").job_id == "job-1"
-    worker = cli("worker", "--concurrency", "4")
-    assert (worker.webhooks_action, worker.concurrency, worker.loglevel) == ("worker", 4, "INFO")
-
-
-# -- the SSRF guard ---------------------------------------------------------------------------------------
-
-FAKE_DNS = {
-    "hooks.example.com": ["93.184.216.34"],
-    "localhost": ["127.0.0.1", "::1"],
-    "mixed.example.com": ["93.184.216.34", "10.1.2.3"],
-    "rebound.example.com": ["192.168.1.10"],
-    "metadata.internal": ["169.254.169.254"],
-    "v6.example.com": ["2606:4700:4700::1111"],
-}
-
-
-def fake_resolve(host: str, port: int) -> list[str]:
-    if host not in FAKE_DNS:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-    return FAKE_DNS[host]
-
-
-@pytest.mark.parametrize(
-    ("url", "reason"),
-    [
-        ("http://127.0.0.1/hook", "loopback"),
-        ("http://localhost:8080/hook", "loopback"),
-        ("http://10.0.0.1/hook", "private"),
-        ("http://169.254.169.254/latest/meta-data/", "link-local"),
-        ("http://[::1]/hook", "loopback"),
-        ("http://[::ffff:127.0.0.1]/hook", "loopback"),
-        ("http://0.0.0.0/hook", "unspecified"),
-        ("http://224.0.0.1/hook", "multicast"),
-        ("http://100.64.0.1/hook", "not globally routable"),
-        ("http://[fc00::1]/hook", "private"),
-        ("http://mixed.example.com/hook", "10.1.2.3 (private)"),
-        ("http://rebound.example.com/hook", "private"),
-        ("ftp://hooks.example.com/hook", "not an http(s) URL"),
-        ("file:///etc/passwd", "not an http(s) URL"),
-    ],
-)
-def test_the_guard_refuses_non_public_targets(url, reason):
-    with pytest.raises(UnsafeURL, match=re.escape(reason)):
-        Guard(resolve=fake_resolve).check(url)
-
-
-def test_the_guard_allows_public_targets_and_pins_the_checked_address():
-    assert Guard(resolve=fake_resolve).check("https://hooks.example.com/in").address == "93.184.216.34"
-    assert Guard(resolve=fake_resolve).check("http://v6.example.com/in").address == "2606:4700:4700::1111"
-    assert Guard(resolve=fake_resolve).check("http://8.8.8.8:8080/in").address == "8.8.8.8"
-    assert Guard(allow_private=True, resolve=fake_resolve).check("http://localhost/in").address == "127.0.0.1"
-
-
-def test_a_host_that_does_not_resolve_is_a_temporary_failure():
-    with pytest.raises(TemporaryFailure, match=r"cannot resolve nowhere\.example\.com"):
-        Guard(resolve=fake_resolve).check("http://nowhere.example.com/in")
-
-
-class ReceiverCountsAsPublic(Guard):
-    """The real guard, except that the loopback receiver stands in for a public host."""
-
-    def refusal(self, ip):
-        return None if str(ip) == "127.0.0.1" else super().refusal(ip)
-
-
-def stub_resolve(host: str, port: int) -> list[str]:
-    return {"hooks.example.com": ["127.0.0.1"], "metadata.internal": ["169.254.169.254"]}[host]
-
-
-STRICT = Webhooks(allow_private=False, timeout=2, max_redirects=2, max_response_bytes=1024)
-
-
-def post_json(url: str, config: Webhooks = STRICT) -> int:
-    return post(
-        url, b'{"id":"job-1"}', signed_headers(None, "job-1", b""), config, ReceiverCountsAsPublic(False, stub_resolve)
-    )
-
-
-@pytest.mark.parametrize(
-    "location",
-    ["http://metadata.internal/latest/meta-data/", "http://10.0.0.1/steal", "http://[::1]:{port}/hook"],
-)
-def test_a_redirect_to_a_private_address_is_refused(receiver, location):
-    receiver.script(Reply(302, headers={"Location": location.format(port=receiver.port)}))
-    with pytest.raises(UnsafeURL, match="public addresses only"):
-        post_json(f"http://hooks.example.com:{receiver.port}/hook")
-    assert len(receiver.requests) == 1
-
-
-def test_redirects_to_allowed_targets_are_followed_with_the_same_post(receiver):
-    receiver.script(Reply(307, headers={"Location": "/moved"}))
-    assert post_json(f"http://hooks.example.com:{receiver.port}/hook") == 200
-    first, second = receiver.requests
-    assert (first.path, second.path) == ("/hook", "/moved")
-    assert second.body == b'{"id":"job-1"}'
-    assert second.headers["host"] == f"hooks.example.com:{receiver.port}"  # sent to the checked address
-
-
-def test_too_many_redirects_fail_for_good(receiver):
-    receiver.script(*[Reply(302, headers={"Location": "/again"})] * 5)
-    with pytest.raises(PermanentFailure, match="more than 2 redirects"):
-        post_json(f"http://hooks.example.com:{receiver.port}/hook")
-    assert len(receiver.requests) == 3
-
-
-# -- limits and retry timing ------------------------------------------------------------------------------
-
-
-def test_a_huge_response_is_not_read_past_the_limit(receiver):
-    receiver.script(Reply(200, body=b"x" * 32_000_000), Reply(500, body=b"e" * 5_000_000))
-    started = time.monotonic()
-    assert post_json(receiver.url) == 200
-    with pytest.raises(TemporaryFailure) as failed:
-        post_json(receiver.url)
-    assert time.monotonic() - started < 5
-    assert len(str(failed.value)) < 300
-    deadline = time.monotonic() + 5
-    while receiver.broken_writes < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert receiver.broken_writes == 2  # we hung up; the receiver could not send the rest
-
-
-def test_a_slow_receiver_times_out_as_a_temporary_failure(receiver):
-    receiver.script(Reply(200, delay=1.5))
-    started = time.monotonic()
-    with pytest.raises(TemporaryFailure, match=r"within 0\.3 s"):
-        post_json(receiver.url, STRICT.model_copy(update={"timeout": 0.3}))
-    assert time.monotonic() - started < 1.2
-
-
-def test_retry_after_is_read_as_seconds_or_an_http_date():
-    moment = datetime(2025, 1, 1, tzinfo=UTC)
-    assert parse_retry_after("120") == 120.0
-    assert parse_retry_after(format_datetime(moment + timedelta(seconds=30), usegmt=True), now=moment) == 30.0
-    assert parse_retry_after(format_datetime(moment - timedelta(seconds=30), usegmt=True), now=moment) == 0.0
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after(None) is None
+# -- retry timing -----------------------------------------------------------------------------------------
 
 
 def test_retry_delays_use_full_jitter_and_honour_retry_after_up_to_the_cap():
@@ -494,31 +338,3 @@ def test_retry_delays_use_full_jitter_and_honour_retry_after_up_to_the_cap():
         assert max(delays) > cap / 2
     assert retry_delay(config, 0, retry_after=3.0) == 3.0
     assert retry_delay(config, 0, retry_after=3600.0) == 5.0
-
-
-def test_without_a_secret_requests_are_unsigned_but_identified():
-    headers = signed_headers(None, "job-1", b"{}", timestamp=1_700_000_000)
-    assert headers["webhook-id"] == "job-1"
-    assert headers["webhook-timestamp"] == "1700000000"
-    assert "webhook-signature" not in headers
-
-
-def test_a_record_becomes_the_documented_body():
-    record = JobRecord(
-        state="failed",
-        id="job-9",
-        task=TEXT,
-        model="m",
-        submitted_at=datetime(2025, 1, 1, tzinfo=UTC),
-        error=JobError(type="PipelineError", message="boom"),
-    )
-    from pipeq.webhooks.delivery import payload
-
-    assert payload(record) == {
-        "id": "job-9",
-        "task": TEXT,
-        "model": "m",
-        "status": "failed",
-        "error": {"type": "PipelineError", "message": "boom"},
-        "timings": {"submitted_at": "2025-01-01T00:00:00+00:00", "started_at": None, "finished_at": None},
-    }
