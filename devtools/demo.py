@@ -157,7 +157,7 @@ def search(settings: Settings) -> tuple[Client, np.ndarray]:
 
 def event_driven(settings: Settings, known: np.ndarray, env: dict, processes: list) -> None:
     """Files dropped into the bucket become jobs (pipeq ingest); results arrive as signed webhooks."""
-    from pipeq.ingest.ingester import match
+    from pipeq.ingest.rules import match
 
     arrived: queue.Queue = queue.Queue()
 

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--name", help="Celery node name (default pipeq-<device>@host)")
 
-    from pipeq.ingest.ingester import add_cli as add_ingest
+    from pipeq.ingest.cli import add_cli as add_ingest
     from pipeq.webhooks.cli import add_cli as add_webhooks
 
     add_ingest(commands)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return _worker(args)
     if args.command in ("ingest", "webhooks"):
         from pipeq.config.settings import load_settings
-        from pipeq.ingest.ingester import run_cli as ingest
+        from pipeq.ingest.cli import run_cli as ingest
         from pipeq.webhooks.cli import run_cli as webhooks
 
         if args.command == "webhooks":

@@ -1,0 +1,98 @@
+"""The ``pipeq ingest`` command: its arguments, and running the sources they name until Ctrl-C or SIGTERM."""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from pipeq.config.settings import Settings, load_settings
+from pipeq.ingest.http_endpoint import HttpEndpoint
+from pipeq.ingest.ingester import Ingester, Source
+from pipeq.ingest.polling import Poller
+from pipeq.ingest.redis_list import RedisListSource
+from pipeq.producer.client import Client
+
+log = logging.getLogger("pipeq.ingest")
+
+AUTH_TOKEN_ENV = "PIPEQ_INGEST_AUTH_TOKEN"
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"--http takes HOST:PORT, not {text!r}")
+    return host or "0.0.0.0", int(port)
+
+
+def add_cli(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``pipeq ingest`` to the ``pipeq`` command's subparsers."""
+    parser = subparsers.add_parser(
+        "ingest",
+        help="turn new objects in object storage into jobs, by the config's [[ingest]] rules",
+        description="Any combination of sources; runs until Ctrl-C. One job per object version, however often "
+        "an object is announced or seen.",
+    )
+    parser.add_argument("--redis-list", metavar="KEY", help="read bucket notifications from this Redis list")
+    parser.add_argument("--redis-url", metavar="URL", help="the Redis holding --redis-list (default: broker_url)")
+    parser.add_argument("--http", metavar="HOST:PORT", type=_host_port, help="accept notifications POSTed here")
+    parser.add_argument(
+        "--auth-token",
+        metavar="TOKEN",
+        default=os.environ.get(AUTH_TOKEN_ENV),
+        help=f"require 'Authorization: Bearer TOKEN' on --http requests (default: ${AUTH_TOKEN_ENV})",
+    )
+    parser.add_argument("--poll", type=float, metavar="SECONDS", help="list the rules' buckets every SECONDS")
+    parser.add_argument(
+        "--backfill", action="store_true", help="with --poll: submit objects already there (default: skip them)"
+    )
+    return parser
+
+
+def sources(args: argparse.Namespace, ingester: Ingester) -> list[Source]:
+    """The sources ``args`` name, ready to run (the HTTP endpoint already bound)."""
+    found: list[Source] = []
+    if args.redis_list:
+        found.append(RedisListSource(ingester, args.redis_list, redis_url=args.redis_url))
+    if args.poll:
+        found.append(Poller(ingester, args.poll, backfill=args.backfill))
+    if args.http:
+        endpoint = HttpEndpoint(ingester, *args.http, auth_token=args.auth_token)
+        log.info("accepting events on %s", endpoint.url)
+        found.append(endpoint)
+    return found
+
+
+def run_cli(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    """Run ``pipeq ingest`` until Ctrl-C or SIGTERM; 2 when there is nothing to do."""
+    settings = settings or load_settings()
+    if not settings.ingest:
+        print("pipeq ingest: no [[ingest]] rules in the configuration", file=sys.stderr)
+        return 2
+    if not (args.redis_list or args.http or args.poll):
+        print("pipeq ingest: name at least one source: --redis-list, --http or --poll", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    client = Client(settings)
+    running = sources(args, Ingester(settings, client))
+    stop = threading.Event()
+    threads = [threading.Thread(target=source.run, args=(stop,)) for source in running]
+    for thread in threads:
+        thread.start()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for source in running:
+            source.close()
+        client.close()
+    return 0

@@ -1,0 +1,91 @@
+"""``pipeq ingest``: its arguments, and every source it names running until SIGTERM."""
+
+import argparse
+import os
+import signal
+import threading
+
+import httpx
+import pytest
+
+from devtools.local_services import free_port
+from pipeq.ingest.cli import add_cli, run_cli
+from tests.support.s3_events import put, redis_entry, webhook_body
+from tests.support.waiting import wait_until
+
+POSTED = "s3-b3744d4d63488f44eea6e4ec36d15e83bdf2fb67"
+PUSHED = "s3-7322ae9ffde076d57d3a6cba4ce9f98e397e38c3"
+POLLED = "s3-d61382e36e8e559efb4c2cbf60cc1d57d2da65e2"
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pipeq")
+    add_cli(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["ingest", *argv])
+
+
+def test_the_arguments_name_the_sources():
+    args = parse("--redis-list", "events", "--http", ":8080", "--poll", "2.5", "--backfill", "--auth-token", "t")
+    assert (args.redis_list, args.http, args.poll, args.backfill, args.auth_token) == (
+        "events",
+        ("0.0.0.0", 8080),
+        2.5,
+        True,
+        "t",
+    )
+    assert parse("--http", "127.0.0.1:9000").http == ("127.0.0.1", 9000)
+    for wrong in ("nowhere", "host:port", "8080"):
+        with pytest.raises(SystemExit):
+            parse("--http", wrong)
+
+
+def test_the_auth_token_defaults_to_the_environment(monkeypatch):
+    monkeypatch.setenv("PIPEQ_INGEST_AUTH_TOKEN", "from-env")
+    assert parse("--http", ":1").auth_token == "from-env"
+    monkeypatch.delenv("PIPEQ_INGEST_AUTH_TOKEN")
+    assert parse("--http", ":1").auth_token is None
+
+
+def test_the_command_needs_rules_and_a_source(offline, settings, capsys):
+    assert run_cli(parse("--poll", "1"), settings) == 2
+    assert "no [[ingest]] rules" in capsys.readouterr().err
+    assert run_cli(parse(), offline.settings) == 2
+    assert "--redis-list, --http or --poll" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bucket_name", ["ingest-cli-sources"])
+def test_the_command_runs_every_source_it_names_until_sigterm(offline, s3, bucket):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    posted = put(s3, bucket, "reports/a.txt", b"posted")
+    offline.broker.rpush("events", redis_entry(put(s3, bucket, "notes/b", b"pushed")))
+    put(s3, bucket, "notes/c", b"found by polling")
+    outcome: dict = {}
+
+    def drive() -> None:
+        try:
+            wait_until(lambda: _up(url), message="the HTTP endpoint did not come up")
+            outcome["posted"] = httpx.post(url, json=webhook_body(posted), headers={"Authorization": "Bearer t"})
+            wait_until(lambda: len(offline.queued()) == 3, message="three jobs were not queued")
+            wait_until(lambda: offline.broker.llen("events") + offline.broker.llen("events:processing") == 0)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    args = parse("--redis-list", "events", "--http", f"127.0.0.1:{port}", "--poll", "0.1", "--backfill")
+    args.auth_token = "t"
+    rc = run_cli(args, offline.settings)
+    driver.join()
+    assert rc == 0
+    assert (outcome["posted"].status_code, outcome["posted"].json()) == (200, {"jobs": [POSTED]})
+    assert sorted(job["id"] for job in offline.queued()) == sorted([POSTED, PUSHED, POLLED])
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url)  # the endpoint is closed
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.TransportError:
+        return False
