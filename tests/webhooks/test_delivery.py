@@ -34,7 +34,7 @@ from pipeq.webhooks.delivery import (
 )
 from pipeq.webhooks.signing import verify
 from tests.support.receiver import Receiver, Reply
-from tests.support.settings import make_settings, model_name
+from tests.support.settings import BUCKET, make_settings, model_name
 
 TEXT = "text-classification"
 SECRET = "whsec_" + base64.b64encode(b"pipeq webhook tests, 32 bytes!!!").decode()
@@ -216,14 +216,15 @@ def test_a_finished_job_is_posted_signed_with_its_record(hooks, receiver):
 
 
 def test_a_failed_job_gets_its_webhook_with_the_error(hooks, receiver):
-    job_id = hooks.client.submit(TEXT, "s3://no-such-bucket-here/missing.txt", webhook=receiver.url)
+    missing = f"s3://{BUCKET}/webhook-tests/no-such-object.txt"  # inside the media bucket, which jobs may read
+    job_id = hooks.client.submit(TEXT, missing, webhook=receiver.url)
     assert hooks.client.wait(job_id, timeout=30).state == "failed"
     [request] = receiver.wait_for(1)
     payload = verify(request.headers, request.body, SECRET)
     assert payload["status"] == "failed"
     assert "result" not in payload
     assert payload["error"]["type"] == "MediaNotFound"
-    assert "s3://no-such-bucket-here/missing.txt" in payload["error"]["message"]
+    assert missing in payload["error"]["message"]
 
 
 def test_5xx_is_retried_with_the_same_webhook_id_and_delivered_once(hooks):
