@@ -50,7 +50,7 @@ from pipeq.config.settings import load_settings  # noqa: E402
 from pipeq.config.tasks import TASKS  # noqa: E402
 from pipeq.producer.client import Client  # noqa: E402
 from pipeq.worker.decoding import Decoded  # noqa: E402
-from pipeq.worker.inference import run_group  # noqa: E402
+from pipeq.worker.runner import run_group  # noqa: E402
 
 from devtools.tiny_models import build_text_classification  # noqa: E402
 
@@ -123,7 +123,7 @@ def in_process(model: Path, texts: list[str], light: list[str], chunk: int, chun
     """items/s of the pipeline called directly, and per-text model time of the light-load texts at bs=1.
 
     Besides what users do (unsorted lists, a globally length-sorted list), it runs pipeq's own batching without
-    the queue: the list cut in ``chunk``-item micro-batches, each run through ``worker.inference.run_group``.
+    the queue: the list cut in ``chunk``-item micro-batches, each run through ``worker.runner.run_group``.
     """
     pipe = transformers.pipeline(TASK, model=str(model))
     pipe(texts[:32], batch_size=8)  # warm-up

@@ -30,10 +30,10 @@ from pipeq.config.tasks import task_spec
 from pipeq.worker.batcher import MicroBatcher
 from pipeq.worker.decoding import Decoded, decode
 from pipeq.worker.errors import JobFailure
-from pipeq.worker.inference import run_group
 from pipeq.worker.media import MediaFetcher, release
 from pipeq.worker.memory import pipeline_device_type
 from pipeq.worker.pipelines import PipelineCache
+from pipeq.worker.runner import run_group
 
 from pipeq.core.contract import Job
 from pipeq.core.records import JobError, JobRecord, RecordStore, now

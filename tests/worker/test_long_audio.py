@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from pipeq.config.tasks import TASKS
 from pipeq.worker.decoding import Decoded, decode_audio
-from pipeq.worker.inference import run_group
 from pipeq.worker.media import MediaFetcher, release
+from pipeq.worker.runner import run_group
 from pipeq.worker.samples import SpooledSamples
 
 from devtools.media import SAMPLING_RATE, encode_audio, repeated, speech

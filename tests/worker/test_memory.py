@@ -5,7 +5,6 @@ import torch
 from pipeq.config.tasks import TASKS
 from pipeq.worker.decoding import Decoded
 from pipeq.worker.errors import PipelineError
-from pipeq.worker.inference import run_group
 from pipeq.worker.memory import (
     free_accelerator_memory,
     is_out_of_memory,
@@ -13,6 +12,7 @@ from pipeq.worker.memory import (
     pipeline_bytes,
     pipeline_device_type,
 )
+from pipeq.worker.runner import run_group
 
 SPEC = TASKS["zero-shot-classification"]
 
@@ -103,7 +103,7 @@ def test_an_input_too_large_even_alone_fails_alone_saying_so():
 def test_memory_is_freed_before_the_halves_are_retried(monkeypatch):
     freed: list[int] = []
     pipe = TightPipeline(fits=2)
-    monkeypatch.setattr("pipeq.worker.inference.free_accelerator_memory", lambda: freed.append(len(pipe.calls)))
+    monkeypatch.setattr("pipeq.worker.runner.free_accelerator_memory", lambda: freed.append(len(pipe.calls)))
     run_group(pipe, SPEC, {}, 8, items("a", "b", "c", "d"))
     assert freed and freed[0] == 1  # right after the first, failed call
 

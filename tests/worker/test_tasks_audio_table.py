@@ -15,8 +15,9 @@ import pytest
 import soundfile
 from pipeq.config.tasks import task_spec
 from pipeq.worker.decoding import Decoded, decode_audio
-from pipeq.worker.inference import padding_changes_results, run_group
+from pipeq.worker.grouping import padding_changes_results
 from pipeq.worker.outputs import encode_audio as encode_wav
+from pipeq.worker.runner import run_group
 
 from devtools.media import encode_audio, picture, speech, truncated, video
 from devtools.tiny_audio_table import CLAP_SECONDS, VIDEO_FRAMES

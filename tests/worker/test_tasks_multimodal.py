@@ -13,8 +13,8 @@ from pipeq.config.settings import Limits
 from pipeq.config.tasks import task_spec
 from pipeq.worker.decoding import decode
 from pipeq.worker.errors import ModelUnavailable, WrongInputKind
-from pipeq.worker.inference import run_group
 from pipeq.worker.pipelines import load_pipeline
+from pipeq.worker.runner import run_group
 
 from devtools.media import encode_audio, picture, speech, truncated
 from devtools.tiny_multimodal import AUDIO_PROMPT

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from pipeq.config.tasks import TASKS
 from pipeq.worker.decoding import Decoded
-from pipeq.worker.inference import run_group
+from pipeq.worker.runner import run_group
 
 from devtools.media import picture, truncated
 from pipeq.core.contract import InvalidJob

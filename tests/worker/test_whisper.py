@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pipeq.worker.decoding import decode_audio
-from pipeq.worker.inference import SIMILAR
+from pipeq.worker.grouping import SIMILAR
 
 from devtools.media import SAMPLING_RATE, encode_audio, repeated, speech
 from tests.support.compare import same

@@ -2,8 +2,9 @@
 
 from pipeq.config.tasks import TASKS
 from pipeq.worker.decoding import Decoded
-from pipeq.worker.errors import PipelineError
-from pipeq.worker.inference import SIMILAR, run_group
+from pipeq.worker.errors import ModelUnavailable, PipelineError
+from pipeq.worker.runner import run_group
+from pipeq.worker.task_quirks import NEEDED_PACKAGES
 
 
 class FakePipeline:
@@ -51,32 +52,10 @@ def test_one_bad_input_fails_alone_and_the_rest_succeed():
     assert len(pipe.calls) > 1  # the batch was split to find the culprit
 
 
-class CountingPipeline:
-    """A real pipeline that counts how many inputs each call gets."""
-
-    def __init__(self, pipe) -> None:
-        self.pipe, self.feature_extractor, self.calls = pipe, pipe.feature_extractor, []
-
-    def __call__(self, inputs, **params):
-        self.calls.append(len(inputs) if isinstance(inputs, list) else 1)
-        return self.pipe(inputs, **params)
-
-
-def test_speech_without_an_attention_mask_shares_calls_only_with_speech_of_the_same_length(reference):
-    """wav2vec2-style models see zero padding as sound: a padded clip would get another transcript."""
-    from devtools.media import speech
-    from tests.support.compare import same
-
-    asr = TASKS["automatic-speech-recognition"]
-    pipe = CountingPipeline(reference(asr.name))
-    long, shorter = (
-        speech("hello there this is a long sentence to make the clip"),
-        speech("hello there this is a long sentence to make"),
-    )
-    assert SIMILAR * len(long) < len(shorter) < len(long)  # similar enough to share a call, were padding harmless
-    clips = [long, shorter, long.copy(), shorter.copy()]
-    items = [Decoded({"raw": clip, "sampling_rate": 16_000}, len(clip) / 16_000) for clip in clips]
-    results = run_group(pipe, asr, {}, 8, items)
-    alone = [reference(asr.name)({"raw": clip, "sampling_rate": 16_000}) for clip in clips]
-    assert all(same(result, expected) for result, expected in zip(results, alone, strict=True))
-    assert sorted(pipe.calls) == [2, 2]  # the two equal pairs, each in one call
+def test_a_task_missing_its_package_fails_every_job_without_calling_the_model(monkeypatch):
+    monkeypatch.setitem(NEEDED_PACKAGES, "zero-shot-classification", ("no_such_package_pipeq", "for a test"))
+    pipe = FakePipeline()
+    results = run_group(pipe, TASKS["zero-shot-classification"], {}, 8, items("one", "two"))
+    assert pipe.calls == []
+    assert all(isinstance(result, ModelUnavailable) for result in results)
+    assert "pip install no_such_package_pipeq" in str(results[0])
