@@ -2,9 +2,11 @@
 
 The Celery consumer hands each received job to :meth:`Engine.submit`. Two threads do the rest:
 
-* *prepare*: takes the next ready micro-batch, skips jobs already done (redeliveries), marks the others
-  running, loads the model if needed, fetches media in parallel and decodes it;
-* *model*: runs the prepared batch through the pipeline, writes every job's record, then acks the messages.
+* *prepare*: takes the next ready micro-batch and prepares it in three stages: *claim* (mark its jobs running;
+  settle redeliveries of jobs already final), *load* (the model's pipeline, or a failure for every job), *fetch
+  and decode* (media fetched in parallel, decoded into pipeline inputs);
+* *model*: runs the prepared batch through the pipeline (:mod:`pipeq.worker.runner`), writes every job's
+  record, then acks the messages.
 
 A third thread, *keep-alive*, touches every message the engine holds (waiting, prepared or running) four times
 per visibility timeout, so the broker never redelivers a job that is merely slow or waiting its turn.
@@ -25,12 +27,12 @@ from queue import SimpleQueue
 from typing import Any
 
 from pipeq.config.catalogue import ModelEntry
-from pipeq.config.settings import Settings
-from pipeq.config.tasks import task_spec
+from pipeq.config.settings import Limits, Settings
+from pipeq.config.tasks import TaskSpec, task_spec
 from pipeq.worker.batcher import MicroBatcher
 from pipeq.worker.decoding import Decoded, decode
 from pipeq.worker.errors import JobFailure
-from pipeq.worker.media import MediaFetcher, release
+from pipeq.worker.media import Fetched, MediaFetcher, release
 from pipeq.worker.memory import pipeline_device_type
 from pipeq.worker.pipelines import PipelineCache
 from pipeq.worker.runner import run_group
@@ -71,6 +73,18 @@ class PreparedBatch:
 def group_key(job: Job) -> tuple[str, str]:
     """Jobs batch together when they share model (hence task) and parameters."""
     return job.model, json.dumps(job.parameters, sort_keys=True)
+
+
+def _decoded_or_failure(
+    spec: TaskSpec, raw: Fetched | JobFailure, limits: Limits, rate: int | None
+) -> Decoded | JobFailure:
+    """The pipeline input for a fetched value, or the failure that stands in for it."""
+    if isinstance(raw, JobFailure):
+        return raw
+    try:
+        return decode(spec, raw, limits, rate)
+    except JobFailure as failure:
+        return failure
 
 
 class Engine:
@@ -198,10 +212,19 @@ class Engine:
         self._model_idle.clear()
         return prepared
 
-    # -- the stages ---------------------------------------------------------------------------------------
+    # -- the stages: prepare (claim, load, fetch and decode), then run ------------------------------------
 
-    def prepare(self, deliveries: list[Delivery]) -> PreparedBatch | None:
-        """Skip finished jobs, mark the rest running, load the model, fetch and decode their inputs."""
+    def prepare(self, deliveries: list[Delivery]) -> PreparedBatch:
+        """Claim the jobs, load their model, fetch and decode their inputs: the batch :meth:`run` takes."""
+        batch = self._claim(deliveries)
+        if batch.deliveries and self._load(batch):
+            self._fetch_and_decode(batch)
+        return batch
+
+    def _claim(self, deliveries: list[Delivery]) -> PreparedBatch:
+        """The jobs' records written ``running`` (one more attempt each), in a batch of their own. Jobs already
+        final are redeliveries of finished work: settled here (their webhooks queued again, in case the first run
+        stopped short, then acked) and left out of the batch."""
         jobs = [delivery.job for delivery in deliveries]
         entry = self.settings.catalogue.models[jobs[0].model]
         started = now()
@@ -222,32 +245,32 @@ class Engine:
             )
         written = self.store.write(running)
         fresh = [i for i, ok in enumerate(written) if ok]
-        finished = [i for i, ok in enumerate(written) if not ok]  # already final: redeliveries
-        self.on_final([jobs[i] for i in finished if jobs[i].webhook])  # in case the first run stopped short
+        finished = [i for i, ok in enumerate(written) if not ok]
+        self.on_final([jobs[i] for i in finished if jobs[i].webhook])
         self._ack([deliveries[i] for i in finished])
-        batch = PreparedBatch(entry, jobs[0].parameters, [deliveries[i] for i in fresh], [running[i] for i in fresh])
-        if not fresh:
-            return batch
+        return PreparedBatch(entry, jobs[0].parameters, [deliveries[i] for i in fresh], [running[i] for i in fresh])
+
+    def _load(self, batch: PreparedBatch) -> bool:
+        """Put the model's pipeline, from the cache, in the batch; when it cannot load, every job fails saying why
+        (and False)."""
         try:
-            batch.pipe = self.pipelines.get(entry)
+            batch.pipe = self.pipelines.get(batch.entry)
         except JobFailure as failure:
-            batch.inputs = [failure] * len(fresh)
-            return batch
-        spec = task_spec(entry.task)
+            batch.inputs = [failure] * len(batch.deliveries)
+            return False
+        return True
+
+    def _fetch_and_decode(self, batch: PreparedBatch) -> None:
+        """Fetch the jobs' inputs in parallel and decode them into the batch; a bad input fails its job alone.
+        Spooled objects' temporary files are released once decoded."""
+        spec = task_spec(batch.entry.task)
         rate = getattr(getattr(batch.pipe, "feature_extractor", None), "sampling_rate", None)
-        raws = self.fetcher.fetch_many([d.job.input for d in batch.deliveries])
+        raws = self.fetcher.fetch_many([delivery.job.input for delivery in batch.deliveries])
         try:
-            for raw in raws:
-                try:
-                    batch.inputs.append(
-                        raw if isinstance(raw, JobFailure) else decode(spec, raw, self.settings.limits, rate)
-                    )
-                except JobFailure as failure:
-                    batch.inputs.append(failure)
+            batch.inputs = [_decoded_or_failure(spec, raw, self.settings.limits, rate) for raw in raws]
         finally:
             for raw in raws:
-                release(raw)  # spooled objects' temporary files
-        return batch
+                release(raw)
 
     def run(self, batch: PreparedBatch) -> None:
         """Run the batch's good inputs through the pipeline, store every job's record, then ack."""
