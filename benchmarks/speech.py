@@ -230,6 +230,7 @@ def main() -> None:
         endpoint = stack.enter_context(s3_server())
         settings = {"s3_endpoint_url": endpoint, "s3_region": "us-east-1", "device": args.device}
         settings["limits"] = {"max_media_bytes": 256 * 1024 * 1024}
+        settings["allowed_object_prefixes"] = [f"s3://{BUCKET}/"]
         s3 = None
         refs: list[str] = []
         pipeq_batching = {} if args.batch_size is None else {"pipeline_batch_size": args.batch_size}

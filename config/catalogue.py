@@ -4,6 +4,7 @@ import re
 import warnings
 from typing import Literal
 
+from pipeq.config.object_prefixes import normalise_prefix
 from pipeq.config.tasks import canonical_task, task_spec
 from pydantic import (
     BaseModel,
@@ -82,6 +83,10 @@ class ModelEntry(BaseModel):
         default=None, description='memory per device for device_map="auto", e.g. {"0": "20GiB", "cpu": "30GiB"}'
     )
     quantization: Quantization | None = Field(default=None, description="8bit or 4bit (bitsandbytes, CUDA only)")
+    allowed_object_prefixes: list[str] | None = Field(
+        default=None,
+        description="narrows the settings' allowed_object_prefixes for this model's jobs: each must lie inside one",
+    )
 
     def batch_size_on(self, device_type: str) -> int:
         """The ``batch_size`` of this model's pipeline calls on a ``device_type`` ("cpu", "cuda", ...) device: the
@@ -124,6 +129,11 @@ class ModelEntry(BaseModel):
             if not _MEMORY_SIZE.match(size):
                 raise ValueError(f"max_memory[{device!r}] must be a size such as '20GiB' or '500MB', not {size!r}")
         return max_memory
+
+    @field_validator("allowed_object_prefixes")
+    @classmethod
+    def _object_prefixes(cls, prefixes: list[str] | None) -> list[str] | None:
+        return None if prefixes is None else [normalise_prefix(prefix) for prefix in prefixes]
 
     def sharded(self) -> bool:
         """Whether the model is placed by accelerate (``device_map="auto"``) rather than on one device."""

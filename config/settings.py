@@ -7,8 +7,18 @@ from functools import cached_property
 from pathlib import Path
 
 from pipeq.config.catalogue import Catalogue, ModelEntry
+from pipeq.config.object_prefixes import SETTING, ObjectAccess, covers, normalise_prefix
 from pipeq.config.tasks import task_spec
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -125,6 +135,11 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
     limits: Limits = Limits()
+    allowed_object_prefixes: list[str] = Field(
+        default=[],
+        description="where jobs may read objects, s3://bucket/ or s3://bucket/folder/ (pipeq.config.object_prefixes);"
+        " none: jobs may reference no object",
+    )
     models: list[ModelEntry] = []
     result_ttl: PositiveInt = Field(default=7 * 24 * 3600, description="seconds job records are kept")
     visibility_timeout: PositiveInt | None = Field(
@@ -158,6 +173,42 @@ class Settings(BaseSettings):
             raise FileNotFoundError(f"PIPEQ_CONFIG names {path}, which is not a file")
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=Path(path))
 
+    @field_validator("allowed_object_prefixes")
+    @classmethod
+    def _object_prefixes(cls, prefixes: list[str]) -> list[str]:
+        return [normalise_prefix(prefix) for prefix in prefixes]
+
+    @model_validator(mode="after")
+    def _objects_within_allowed_prefixes(self) -> "Settings":
+        """Catalogue entries only narrow ``allowed_object_prefixes``; ingest rules only make jobs their model may
+        run."""
+        for entry in self.models:
+            for prefix in entry.allowed_object_prefixes or []:
+                if not covers(self.allowed_object_prefixes, prefix):
+                    raise ValueError(
+                        f"model {entry.name!r} allows {prefix}, which is outside {SETTING} ("
+                        f"{', '.join(self.allowed_object_prefixes) or 'none'}): a model's {SETTING} only narrows"
+                        f" the settings'; add {prefix} (or a prefix containing it) to {SETTING}"
+                    )
+        for rule in self.ingest:
+            access = self.object_access(_ingest_model(self.models, rule))
+            watched = f"s3://{rule.bucket}/{rule.prefix}"
+            if not covers(access.prefixes, watched):
+                folder = rule.prefix[: rule.prefix.rfind("/") + 1]
+                raise ValueError(
+                    f"the ingest rule watching {watched}* makes jobs on objects outside {access.setting} ("
+                    f"{', '.join(access.prefixes) or 'none'}), which would fail: add s3://{rule.bucket}/{folder}"
+                    f" to {access.setting}, or watch a folder inside it"
+                )
+        return self
+
+    def object_access(self, entry: ModelEntry | None = None) -> ObjectAccess:
+        """The prefixes ``entry``'s jobs may read objects under: its own ``allowed_object_prefixes`` if it sets
+        them (they lie inside the settings'), else the settings'."""
+        if entry is None or entry.allowed_object_prefixes is None:
+            return ObjectAccess(tuple(self.allowed_object_prefixes))
+        return ObjectAccess(tuple(entry.allowed_object_prefixes), f"{SETTING} of model {entry.name!r}")
+
     @cached_property
     def catalogue(self) -> Catalogue:
         """The model catalogue built from ``models``."""
@@ -175,6 +226,15 @@ class Settings(BaseSettings):
         slowest = max((m.expected_seconds + m.max_wait_s for m in self.models), default=60.0)
         retry_wait = self.webhooks.max_backoff + self.webhooks.timeout
         return int(max(300, 2 * slowest + 60, retry_wait + 60))
+
+
+def _ingest_model(models: list[ModelEntry], rule: IngestRule) -> ModelEntry | None:
+    """The catalogue entry an ingest rule's jobs run on; None where the catalogue cannot say (the ingester
+    refuses those jobs itself)."""
+    try:
+        return Catalogue(models).resolve(rule.task, rule.model)
+    except ValueError:
+        return None
 
 
 def load_settings(config: str | Path | None = None, **overrides: object) -> Settings:

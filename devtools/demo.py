@@ -89,6 +89,7 @@ def main() -> None:
             result_backend=f"{redis_url}/1",
             s3_endpoint_url=s3_url,
             s3_region="us-east-1",
+            allowed_object_prefixes=[f"s3://{BUCKET}/"],
             models=[model],
         )
         env = dict(
@@ -99,6 +100,7 @@ def main() -> None:
             PIPEQ_RESULT_BACKEND=settings.result_backend,
             PIPEQ_S3_ENDPOINT_URL=s3_url,
             PIPEQ_S3_REGION="us-east-1",
+            PIPEQ_ALLOWED_OBJECT_PREFIXES=json.dumps(settings.allowed_object_prefixes),
             PIPEQ_MODELS=json.dumps([model.model_dump()]),
         )
         print(f"redis-server on {redis_url}, S3 server on {s3_url}; starting a worker (pipeq worker --device cpu)")

@@ -7,7 +7,7 @@ from pipeq.config.catalogue import UnknownModel
 from pipeq.config.settings import Settings, load_settings
 from pipeq.config.tasks import UnknownTask
 
-from pipeq.core.contract import InvalidJob, Job, make_input
+from pipeq.core.contract import InvalidJob, Job, check_object_access, make_input
 from pipeq.core.messaging import TASK_NAME, make_celery
 from pipeq.core.records import JobRecord, RecordStore
 from pipeq.core.results import ResultStorage
@@ -38,7 +38,8 @@ class Client:
         webhook: str | None = None,
         job_id: str | None = None,
     ) -> tuple[Job, str]:
-        """A validated job and the queue it goes to; InvalidJob says what is wrong."""
+        """A validated job and the queue it goes to; InvalidJob says what is wrong (objects the model may not read
+        included: see ``allowed_object_prefixes``)."""
         try:
             entry = self.settings.catalogue.resolve(task, model)
             fields: dict[str, Any] = {
@@ -50,7 +51,7 @@ class Client:
             }
             if job_id is not None:
                 fields["id"] = job_id
-            job = Job(**fields).check(self.settings.limits)
+            job = check_object_access(Job(**fields).check(self.settings.limits), self.settings.object_access(entry))
         except (UnknownModel, UnknownTask) as exc:
             raise InvalidJob(str(exc)) from None
         except ValueError as exc:  # pydantic's ValidationError included

@@ -28,13 +28,14 @@ log = logging.getLogger(__name__)
 
 def build_engine(app: Any, worker_name: str) -> Engine:
     """An engine with its record store, media fetcher, pipeline cache and result storage from the app's settings;
-    finished jobs that asked for a webhook get a delivery queued."""
+    finished jobs that asked for a webhook get a delivery queued. The fetcher reads only objects under the
+    settings' ``allowed_object_prefixes`` (the engine narrows that to each model's)."""
     settings: Settings = app.pipeq_settings
     s3 = s3_client(settings, settings.fetch_concurrency)
     return Engine(
         settings,
         RecordStore(settings.result_backend, settings.result_ttl),
-        MediaFetcher(s3, settings.limits.max_media_bytes, settings.fetch_concurrency),
+        MediaFetcher(s3, settings.limits.max_media_bytes, settings.fetch_concurrency, access=settings.object_access()),
         PipelineCache(settings.device, settings.pipeline_cache_bytes),
         worker_name,
         results=ResultStorage(s3, settings.results_bucket, settings.max_inline_result_bytes),

@@ -265,7 +265,8 @@ class Engine:
         Spooled objects' temporary files are released once decoded."""
         spec = task_spec(batch.entry.task)
         rate = getattr(getattr(batch.pipe, "feature_extractor", None), "sampling_rate", None)
-        raws = self.fetcher.fetch_many([delivery.job.input for delivery in batch.deliveries])
+        inputs = [delivery.job.input for delivery in batch.deliveries]
+        raws = self.fetcher.fetch_many(inputs, self.settings.object_access(batch.entry))
         try:
             batch.inputs = [_decoded_or_failure(spec, raw, self.settings.limits, rate) for raw in raws]
         finally:

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from pipeq.config.object_prefixes import ObjectAccess
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import canonical_task, task_spec
 
@@ -285,3 +286,22 @@ def make_input(value: Any) -> TextInput | ObjectInput | InlineInput | DictInput:
     if isinstance(value, dict):
         return DictInput(value=value)
     raise InvalidJob(f"an input must be text, an s3:// reference, bytes or a dict, not {type(value).__name__}")
+
+
+def object_inputs(item: JobInput) -> list[ObjectInput]:
+    """Every object a job's input references: the input itself, or the object references inside a dict input."""
+    if isinstance(item, ObjectInput):
+        return [item]
+    if isinstance(item, DictInput):
+        return [ref for ref in media_references(item.value) if isinstance(ref, ObjectInput)]
+    return []
+
+
+def check_object_access(job: Job, access: ObjectAccess) -> Job:
+    """Raise InvalidJob unless every object the job references is one ``access`` lets it read (producers check
+    at submission; workers check again before fetching, failing such jobs as if the object were missing)."""
+    for ref in object_inputs(job.input):
+        refusal = access.refusal(ref.bucket, ref.key)
+        if refusal:
+            raise InvalidJob(refusal)
+    return job

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeq.config.catalogue import ModelEntry
-from pipeq.config.settings import Limits, Settings
+from pipeq.config.settings import IngestRule, Limits, Settings
 
 BUCKET = "media"
 MAX_MEDIA_BYTES = 2_000_000
@@ -23,13 +23,15 @@ def tiny_entry(name: str, path: Path, task: str) -> ModelEntry:
 
 def make_settings(redis_url: str, s3_endpoint: str, models: dict[str, Path], db: int = 0, **overrides) -> Settings:
     """Settings for the test services: broker in Redis db ``db``, records in ``db + 1`` (take ``db`` from the
-    ``redis_db`` fixture)."""
+    ``redis_db`` fixture). Jobs may read objects in the test bucket and in the buckets ingest rules watch."""
     entries = [tiny_entry(model_name(task), path, task) for task, path in models.items()]
     # A Hub model that is not in the cache: with HF_HUB_OFFLINE=1 it cannot be loaded.
     entries.append(ModelEntry(name="not-cached", id="pipeq-tests/not-in-any-cache", task="text-classification"))
     overrides.setdefault("limits", Limits(max_media_bytes=MAX_MEDIA_BYTES))
     overrides.setdefault("results_bucket", RESULTS_BUCKET)
     overrides.setdefault("max_inline_result_bytes", MAX_INLINE_RESULT_BYTES)
+    watched = [f"s3://{IngestRule.model_validate(rule).bucket}/" for rule in overrides.get("ingest", [])]
+    overrides.setdefault("allowed_object_prefixes", list(dict.fromkeys([f"s3://{BUCKET}/", *watched])))
     return Settings(
         broker_url=f"{redis_url}/{db}",
         result_backend=f"{redis_url}/{db + 1}",
