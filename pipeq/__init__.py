@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Client": "pipeq.producer",
     "UnknownJob": "pipeq.producer",
+    "JobConflict": "pipeq.producer",
     "InvalidJob": "pipeq.core.contract",
     "JobRecord": "pipeq.core.records",
     "Settings": "pipeq.config",

@@ -7,7 +7,7 @@ from pipeq.config.catalogue import UnknownModel
 from pipeq.config.settings import Settings, load_settings
 from pipeq.config.tasks import UnknownTask
 
-from pipeq.core.contract import InvalidJob, Job, check_object_access, make_input
+from pipeq.core.contract import InvalidJob, Job, check_object_access, make_input, payload_sha256
 from pipeq.core.messaging import TASK_NAME, make_celery
 from pipeq.core.records import JobRecord, RecordStore
 from pipeq.core.results import ResultStorage
@@ -16,6 +16,10 @@ from pipeq.core.storage import s3_client
 
 class UnknownJob(LookupError):
     """No record exists for this job id (never submitted, or expired)."""
+
+
+class JobConflict(InvalidJob):
+    """A job id submitted again with another payload (task, model, input, parameters or webhook)."""
 
 
 class Client:
@@ -67,7 +71,8 @@ class Client:
         webhook: str | None = None,
         job_id: str | None = None,
     ) -> str:
-        """Enqueue one job and return its id. Resubmitting an existing id enqueues nothing (idempotency)."""
+        """Enqueue one job and return its id. Resubmitting an existing id with the same payload enqueues nothing
+        and returns the id (idempotency); with another payload it raises JobConflict."""
         return self.submit_many(
             task,
             [input],
@@ -86,7 +91,8 @@ class Client:
         webhook: str | None = None,
         job_ids: Sequence[str] | None = None,
     ) -> list[str]:
-        """Enqueue one job per input; every job is validated before any is enqueued."""
+        """Enqueue one job per input; every job is validated before any is enqueued, and a JobConflict on any id
+        enqueues none (see :meth:`enqueue`)."""
         inputs = list(inputs)
         if job_ids is not None and len(job_ids) != len(inputs):
             raise InvalidJob(f"{len(job_ids)} job ids for {len(inputs)} inputs")
@@ -97,13 +103,34 @@ class Client:
         return self.enqueue(made)
 
     def enqueue(self, jobs: list[tuple[Job, str]]) -> list[str]:
-        """Record validated jobs as queued and publish them; jobs whose id already exists are skipped."""
+        """Record validated jobs as queued and publish them; jobs whose id already exists with the same payload are
+        skipped. If any id exists with another payload, nothing is published: the records just created are
+        removed again and JobConflict names the id."""
         records = [
-            JobRecord(state="queued", id=job.id, task=job.task, model=job.model, submitted_at=job.submitted_at)
+            JobRecord(
+                state="queued",
+                id=job.id,
+                task=job.task,
+                model=job.model,
+                submitted_at=job.submitted_at,
+                payload_sha256=payload_sha256(job),
+            )
             for job, _ in jobs
         ]
-        created = self.store.create(records)
-        fresh = [pair for pair, is_new in zip(jobs, created, strict=True) if is_new]
+        existing = self.store.create(records)
+        conflicts = [
+            record.id
+            for record, stored in zip(records, existing, strict=True)
+            if stored is not None and stored.payload_sha256 not in (None, record.payload_sha256)
+        ]
+        fresh = [pair for pair, stored in zip(jobs, existing, strict=True) if stored is None]
+        if conflicts:
+            self.store.forget([job.id for job, _ in fresh])
+            raise JobConflict(
+                f"job id {conflicts[0]!r} already exists with another payload (task, model, input, parameters or"
+                " webhook); nothing was enqueued. Choose a new job id, or resubmit the same payload to get the"
+                " existing job"
+            )
         published: list[str] = []
         try:
             with self.celery.producer_or_acquire() as producer:

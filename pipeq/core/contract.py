@@ -18,6 +18,8 @@ and bytes given to the Python client become inline references.
 
 import base64
 import binascii
+import hashlib
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -305,3 +307,17 @@ def check_object_access(job: Job, access: ObjectAccess) -> Job:
         if refusal:
             raise InvalidJob(refusal)
     return job
+
+
+PAYLOAD_FIELDS = frozenset({"v", "task", "model", "input", "parameters", "webhook"})
+"""What makes two submissions of a job id the same job (its submission time does not)."""
+
+
+def payload_sha256(job: Job) -> str:
+    """The SHA-256 of the job's payload as canonical JSON: equal for resubmissions of the same job (key order,
+    ``"s3://"`` shorthands and defaults left out do not matter), different when anything in PAYLOAD_FIELDS is."""
+    payload = job.model_dump(mode="json", include=PAYLOAD_FIELDS)
+    if isinstance(job.input, DictInput):
+        payload["input"]["value"] = replace_media(job.input.value, lambda ref: ref.model_dump(mode="json"))
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -2,7 +2,9 @@
 
 Keys are ``pipeq:job:<id>``. When a record reaches a final state, its state is published on
 ``pipeq:done:<id>`` so waiters need not poll; the record itself, results included, stays in the key. A
-final record is never overwritten: a redelivered job cannot produce a second result.
+final record is never overwritten: a redelivered job cannot produce a second result. A record's payload digest
+(set by the producer that created it) is kept by every later write, so a resubmission of the id can always be
+compared with the job it names.
 """
 
 import time
@@ -17,16 +19,33 @@ State = Literal["queued", "running", "succeeded", "failed"]
 FINAL_STATES = ("succeeded", "failed")
 
 # Sets a record unless the stored one is final; announces final states. The record's JSON starts with its
-# state (``state`` is JobRecord's first field), so a prefix test is exact.
+# state (``state`` is JobRecord's first field), so a prefix test is exact. A record written without a payload
+# digest takes the stored one: ``payload_sha256`` is JobRecord's last field, so its JSON ends the document.
 _WRITE_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
 if current and (string.sub(current, 1, 21) == '{"state":"succeeded",'
                 or string.sub(current, 1, 18) == '{"state":"failed",') then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local record = ARGV[1]
+local unset = ',"payload_sha256":null}'
+if current and string.sub(record, -#unset) == unset then
+  local digest = string.match(current, ',"payload_sha256":"(%x+)"}$')
+  if digest then
+    record = string.sub(record, 1, -#unset - 1) .. ',"payload_sha256":"' .. digest .. '"}'
+  end
+end
+redis.call('SET', KEYS[1], record, 'EX', ARGV[2])
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
+"""
+
+# Sets a new record unless one exists; returns the existing record's JSON, or nil where it set the new one.
+_CREATE_OR_GET = """
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
 """
 
 
@@ -59,6 +78,10 @@ class JobRecord(BaseModel):
     """How many jobs shared this job's micro-batch (not the pipeline's ``batch_size``)."""
     attempts: int = 0
     worker: str | None = None
+    payload_sha256: str | None = None
+    """The digest of the job's payload (pipeq.core.contract.payload_sha256), set by the producer; a resubmission
+    of the id with another payload is refused. Kept by every later write of the record, and last on purpose
+    (see _WRITE_UNLESS_FINAL). None on records of jobs never submitted through a producer."""
 
     @model_validator(mode="before")
     @classmethod
@@ -85,6 +108,7 @@ class RecordStore:
         self.redis = redis.Redis.from_url(url)
         self.ttl = ttl
         self._write_unless_final = self.redis.register_script(_WRITE_UNLESS_FINAL)
+        self._create_or_get = self.redis.register_script(_CREATE_OR_GET)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -94,12 +118,12 @@ class RecordStore:
     def channel(job_id: str) -> str:
         return f"pipeq:done:{job_id}"
 
-    def create(self, records: list[JobRecord]) -> list[bool]:
-        """Store new queued records; False where a record with that id exists (an idempotent resubmission)."""
+    def create(self, records: list[JobRecord]) -> list[JobRecord | None]:
+        """Store new queued records: None where one was stored, the existing record where its id was taken."""
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
-            pipe.set(self.key(record.id), record.model_dump_json(), nx=True, ex=self.ttl)
-        return [bool(created) for created in pipe.execute()]
+            self._create_or_get(keys=[self.key(record.id)], args=[record.model_dump_json(), self.ttl], client=pipe)
+        return [None if existing is None else JobRecord.model_validate_json(existing) for existing in pipe.execute()]
 
     def forget(self, job_ids: Iterable[str]) -> None:
         """Remove records (used when their jobs could not be enqueued)."""
