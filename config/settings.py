@@ -28,13 +28,34 @@ from pydantic_settings import (
 
 
 class Limits(BaseModel):
-    """Sizes past which a job is refused (at submission) or failed (at the worker)."""
+    """Sizes past which a job is refused (at submission) or failed (at the worker): encoded sizes, and the sizes
+    media decode to, read from their headers before memory or disk is spent and held to while decoding."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_media_bytes: PositiveInt = 200 * 1024 * 1024
-    max_text_chars: PositiveInt = 200_000
-    max_inline_bytes: PositiveInt = 256 * 1024
+    max_media_bytes: PositiveInt = Field(default=200 * 1024 * 1024, description="largest object a job may reference")
+    max_text_chars: PositiveInt = Field(
+        default=200_000, description="longest text input; a dict input's strings (chats included) count together"
+    )
+    max_inline_bytes: PositiveInt = Field(default=256 * 1024, description="largest inline media of one job")
+    max_media_references: PositiveInt = Field(default=16, description="most media references in one dict input")
+    max_audio_seconds: PositiveFloat = Field(default=4 * 3600.0, description="longest audio, in seconds")
+    min_sample_rate: PositiveInt = Field(
+        default=4_000, description="lowest sampling rate of audio (resampling from a tiny rate multiplies its size)"
+    )
+    max_sample_rate: PositiveInt = Field(default=192_000, description="highest sampling rate of audio")
+    max_image_pixels: PositiveInt = Field(default=50_000_000, description="largest image, in pixels (width x height)")
+    max_frame_pixels: PositiveInt = Field(default=4096 * 2160, description="largest video frame, in pixels")
+    max_video_frames: PositiveInt = Field(default=18_000, description="most frames of a video (10 minutes at 30 fps)")
+
+    @model_validator(mode="after")
+    def _sample_rates_in_order(self) -> "Limits":
+        if self.min_sample_rate > self.max_sample_rate:
+            raise ValueError(
+                f"limits.min_sample_rate ({self.min_sample_rate}) is above limits.max_sample_rate "
+                f"({self.max_sample_rate}): no audio could be read"
+            )
+        return self
 
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
