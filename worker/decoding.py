@@ -3,6 +3,11 @@
 Sizes (characters, audio seconds, pixels) order the items of a micro-batch so that padding stays small.
 Fetched values are bytes, or for large objects a temporary file (see worker.media); audio is decoded from
 either frame by frame, and long audio's samples are kept in a temporary file (see worker.samples).
+
+What media decodes to is bounded by ``Limits`` before memory or disk is spent: audio's source rate and duration,
+a video's frame size and count, an image's pixels, all read from headers; audio is held to its duration while it
+is decoded too (a header may lie). Nothing but fetched media reaches a media position: a string there (a URL, a
+path) is refused, never handed to a pipeline, which would download or open it.
 """
 
 import io
@@ -20,10 +25,10 @@ import numpy as np
 from PIL import Image
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import MediaKind, TaskSpec
-from pipeq.worker.errors import UnreadableMedia, WrongInputKind
-from pipeq.worker.samples import SPOOL_SAMPLE_BYTES, SampleSink
+from pipeq.worker.errors import MediaTooLarge, UnreadableMedia, WrongInputKind
+from pipeq.worker.samples import SPOOL_SAMPLE_BYTES, SampleSink, TooManySamples
 
-from pipeq.core.contract import MEDIA_KEYS, InvalidJob, chat_messages, chat_size
+from pipeq.core.contract import InvalidJob, chat_messages, check_media_positions, check_text_chars
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Decoded:
 
 Media = bytes | IO[bytes]
 """Encoded media: bytes, or a readable binary file (a spooled object)."""
+DEFAULT_LIMITS = Limits()
 
 
 def decode(spec: TaskSpec, raw: str | Media | dict, limits: Limits, sampling_rate: int | None = None) -> Decoded:
@@ -51,12 +57,12 @@ def decode(spec: TaskSpec, raw: str | Media | dict, limits: Limits, sampling_rat
     if isinstance(raw, dict):
         if not spec.dict_input_keys:
             raise WrongInputKind(f"{spec.name} takes no dict input")
-        require_media_references(raw)
+        check_dict_input(raw, limits)
         if spec.name in MULTIMODAL_TASKS:
             return decode_multimodal(spec, raw, limits, sampling_rate)
         if "messages" in spec.dict_input_keys and ("messages" in raw or spec.modality == "text"):
             return decode_chat(raw, limits, sampling_rate)
-        decoded = decode_media_in(raw, sampling_rate)  # first: media where none is expected is said as such
+        decoded = decode_media_in(raw, sampling_rate, limits=limits)
         if (check := DICT_INPUT_CHECKS.get(spec.name)) is not None:
             try:
                 check(decoded.value)
@@ -71,7 +77,7 @@ def decode(spec: TaskSpec, raw: str | Media | dict, limits: Limits, sampling_rat
         return Decoded(text, float(len(text)))
     if isinstance(raw, str):
         raise WrongInputKind(f"{spec.name} takes {spec.modality}, not text: pass an s3:// reference or inline bytes")
-    decoded = decode_media(spec.modality, raw, sampling_rate)
+    decoded = decode_media(spec.modality, raw, sampling_rate, limits)
     if spec.name in BARE_AUDIO_TASKS:
         decoded.value = decoded.value["raw"]
     return decoded
@@ -108,16 +114,18 @@ def is_fetched_media(value: Any) -> bool:
     return isinstance(value, bytes) or hasattr(value, "read")
 
 
-def decode_media(kind: MediaKind | str, raw: Media, sampling_rate: int | None = None) -> Decoded:
+def decode_media(
+    kind: MediaKind | str, raw: Media, sampling_rate: int | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Decoded:
     """Audio as ``{"raw": samples, "sampling_rate": rate}`` (seconds), an RGB image (pixels), a video as the
-    path of a temporary file (bytes)."""
+    path of a temporary file (bytes); each within ``limits``."""
     if kind == "audio":
         rate = sampling_rate or 16_000
-        samples = decode_audio(raw, rate)
+        samples = decode_audio(raw, rate, limits=limits)
         return Decoded({"raw": samples, "sampling_rate": rate}, len(samples) / rate)
     if kind == "video":
-        return decode_video(raw)
-    image = decode_image(raw)
+        return decode_video(raw, limits)
+    image = decode_image(raw, limits)
     return Decoded(image, float(image.width * image.height))
 
 
@@ -129,15 +137,18 @@ MEDIA_KIND_OF_KEY: dict[str, MediaKind] = {
     "audios": "audio",
     "video": "video",
     "videos": "video",
+    "image_url": "image",
 }
 """Which media a fetched object stands for, by the key it sits under (chat parts: by their ``type``)."""
 _LABELS = frozenset({"role", "type"})
 """Keys of chat messages and parts that label content rather than carry it (not counted in the size)."""
 
 
-def decode_media_in(value: Any, sampling_rate: int | None = None, kind: MediaKind | None = None) -> Decoded:
-    """``value`` (a dict input or a chat) with each fetched object in it decoded as the media its key names;
-    the size is the sum of the media's and the text's sizes."""
+def decode_media_in(
+    value: Any, sampling_rate: int | None = None, kind: MediaKind | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Decoded:
+    """``value`` (a dict input or a chat) with each fetched object in it decoded as the media its key names, within
+    ``limits``; the size is the sum of the media's and the text's sizes."""
     resources: list[IO[bytes]] = []
     size = 0.0
 
@@ -146,7 +157,7 @@ def decode_media_in(value: Any, sampling_rate: int | None = None, kind: MediaKin
         if is_fetched_media(node):
             if kind is None:
                 raise WrongInputKind("media where none is expected: put it under image(s), audio(s) or video(s)")
-            decoded = decode_media(kind, node, sampling_rate)
+            decoded = decode_media(kind, node, sampling_rate, limits)
             resources.extend(decoded.resources)
             size += decoded.size
             return decoded.value
@@ -171,15 +182,13 @@ def decode_media_in(value: Any, sampling_rate: int | None = None, kind: MediaKin
 
 def decode_chat(raw: dict, limits: Limits, sampling_rate: int | None = None) -> Decoded:
     """A chat ``{"messages": [{"role": ..., "content": ...}, ...]}`` as the list of messages pipelines take;
-    media in content parts (``{"type": "image", "image": <reference>}``) decoded."""
+    media in content parts (``{"type": "image", "image": <reference>}``) decoded. Its text is held to ``limits``
+    by :func:`decode`, with every dict input's."""
     try:
-        messages = chat_messages(raw)
+        messages = chat_messages(raw, is_fetched_media)
     except InvalidJob as exc:
         raise WrongInputKind(str(exc)) from None
-    size = chat_size(messages)
-    if size > limits.max_text_chars:
-        raise UnreadableMedia(f"chat of {size} characters exceeds the limit of {limits.max_text_chars}")
-    return decode_media_in(messages, sampling_rate)
+    return decode_media_in(messages, sampling_rate, limits=limits)
 
 
 MULTIMODAL_TASKS = frozenset({"image-text-to-text", "any-to-any", "keypoint-matching"})
@@ -190,32 +199,30 @@ def decode_multimodal(spec: TaskSpec, raw: dict, limits: Limits, sampling_rate: 
     """A multimodal dict input or chat for its pipeline: audio as bare samples (at the rate the model's processor
     expects), a keypoint pair as the list of its two images."""
     if spec.name == "keypoint-matching":
-        return decode_image_pair(raw)
-    decoded = decode_chat(raw, limits, sampling_rate) if "messages" in raw else decode_media_in(raw, sampling_rate)
+        return decode_image_pair(raw, limits)
+    if "messages" in raw:
+        decoded = decode_chat(raw, limits, sampling_rate)
+    else:
+        decoded = decode_media_in(raw, sampling_rate, limits=limits)
     decoded.value = bare_audio(decoded.value)
     return decoded
 
 
-def require_media_references(value: Any, key: str | None = None) -> None:
-    """Raise WrongInputKind unless all under a media key (image(s), audio(s), video(s), url, path, base64, and each
-    of decision's ``assets``) is a fetched reference: pipelines would download URLs and open paths themselves."""
-    if key == "assets" and isinstance(value, dict):
-        for item in value.values():
-            require_media_references(item, "image")
-    elif isinstance(value, list):
-        for item in value:
-            require_media_references(item, key)
-    elif key in MEDIA_KEYS | {"base64"} and not is_fetched_media(value):
-        raise WrongInputKind(
-            f"{key!r} holds {type(value).__name__} {str(value)[:60]!r}, not media: pass an s3://bucket/key "
-            "reference or inline bytes (URLs and paths are not fetched)"
-        )
-    elif isinstance(value, dict):
-        for name, item in value.items():
-            require_media_references(item, name)
+def check_dict_input(raw: dict, limits: Limits) -> None:
+    """Raise unless only fetched media sits where pipelines read media, and none elsewhere (WrongInputKind: a URL or
+    path is never handed on), and the text is within ``limits`` (UnreadableMedia). The job was checked on receipt
+    (see pipeq.core.contract); this holds whatever reaches decoding to the same rules."""
+    try:
+        check_media_positions(raw, is_fetched_media)
+    except InvalidJob as exc:
+        raise WrongInputKind(str(exc)) from None
+    try:
+        check_text_chars(raw, limits)
+    except InvalidJob as exc:
+        raise UnreadableMedia(str(exc)) from None
 
 
-def decode_image_pair(raw: dict) -> Decoded:
+def decode_image_pair(raw: dict, limits: Limits = DEFAULT_LIMITS) -> Decoded:
     """``{"images": [first, second]}`` as the pair of RGB images keypoint matching takes."""
     images = raw.get("images")
     if not isinstance(images, list) or len(images) != 2:
@@ -223,7 +230,7 @@ def decode_image_pair(raw: dict) -> Decoded:
         raise WrongInputKind(
             f'keypoint-matching matches a pair of images, {{"images": [first, second]}}, not {count} image(s)'
         )
-    return decode_media_in(images, kind="image")
+    return decode_media_in(images, kind="image", limits=limits)
 
 
 def bare_audio(value: Any) -> Any:
@@ -252,26 +259,39 @@ def _text(raw: str | Media, limits: Limits) -> str:
 
 
 def decode_audio(
-    data: Media | str | os.PathLike, sampling_rate: int, spool_bytes: int = SPOOL_SAMPLE_BYTES
+    data: Media | str | os.PathLike,
+    sampling_rate: int,
+    spool_bytes: int = SPOOL_SAMPLE_BYTES,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> np.ndarray:
     """Mono float32 samples at ``sampling_rate`` from any container PyAV reads (wav, flac, mp3, ogg, ...).
 
     ``data`` is bytes, a binary file or a path. PyAV reads files in small pieces and the samples are collected
     frame by frame; past ``spool_bytes`` they go to a temporary file, mapped back as the returned array (see
-    worker.samples), so long audio never sits in memory whole.
+    worker.samples), so long audio never sits in memory whole. The source rate and the duration its header
+    declares are held to ``limits`` before anything is decoded, and the samples to that duration while decoding.
     """
-    sink = SampleSink(spool_bytes)
+    max_samples = int((limits.max_audio_seconds + 1) * sampling_rate)  # a second for codecs' padding
+    sink = SampleSink(spool_bytes, max_samples)
     source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     try:
         with av.open(source, mode="r") as container:
             if not container.streams.audio:
                 raise UnreadableMedia("unreadable audio: the file has no audio stream")
+            stream = container.streams.audio[0]
+            check_audio_header(stream, container, limits)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate)
-            for frame in container.decode(container.streams.audio[0]):
+            for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     sink.add(out.to_ndarray())
             for out in resampler.resample(None):
                 sink.add(out.to_ndarray())
+    except TooManySamples:
+        sink.discard()
+        raise MediaTooLarge(
+            f"audio decodes to more than {limits.max_audio_seconds:g} s, the limit (limits.max_audio_seconds), "
+            "more than its header declares: split it into shorter pieces"
+        ) from None
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
         sink.discard()
         raise UnreadableMedia(f"unreadable audio: {exc}") from None
@@ -284,9 +304,38 @@ def decode_audio(
     return sink.samples()
 
 
-def decode_video(data: Media) -> Decoded:
-    """A video as the path of a temporary copy (pipelines open videos by path), checked to hold a video stream;
-    the size is its length in bytes. The file lives until the Decoded input is released."""
+def check_audio_header(stream: Any, container: Any, limits: Limits) -> None:
+    """Raise MediaTooLarge if the audio's header declares a sampling rate outside ``limits`` (resampling from a
+    tiny rate multiplies the samples) or a duration over ``limits.max_audio_seconds``."""
+    rate = stream.sample_rate
+    if not rate:
+        raise UnreadableMedia("unreadable audio: its header declares no sampling rate")
+    if not limits.min_sample_rate <= rate <= limits.max_sample_rate:
+        raise MediaTooLarge(
+            f"audio sampled at {rate} Hz, outside the {limits.min_sample_rate} to {limits.max_sample_rate} Hz pipeq "
+            "decodes (limits.min_sample_rate, limits.max_sample_rate): resample it, e.g. to 16000 Hz"
+        )
+    seconds = declared_seconds(stream, container)
+    if seconds is not None and seconds > limits.max_audio_seconds:
+        raise MediaTooLarge(
+            f"audio of {seconds:.0f} s (as its header declares) exceeds the limit of {limits.max_audio_seconds:g} s "
+            "(limits.max_audio_seconds): split it into shorter pieces"
+        )
+
+
+def declared_seconds(stream: Any, container: Any) -> float | None:
+    """The duration of ``stream`` as its container's header declares it, in seconds (None if it does not say)."""
+    if stream.duration is not None and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def decode_video(data: Media, limits: Limits = DEFAULT_LIMITS) -> Decoded:
+    """A video as the path of a temporary copy (pipelines open videos by path), checked to hold a video stream of
+    frames and a frame count within ``limits`` (as declared, and for the first frames as decoded); the size is its
+    length in bytes. The file lives until the Decoded input is released."""
     copy = tempfile.NamedTemporaryFile(prefix="pipeq-video-", suffix=".video")  # noqa: SIM115 (released later)
     try:
         if isinstance(data, bytes | bytearray):
@@ -298,14 +347,42 @@ def decode_video(data: Media) -> Decoded:
             with av.open(copy.name, mode="r") as container:
                 if not container.streams.video:
                     raise UnreadableMedia("unreadable video: the file has no video stream")
-                if len(list(itertools.islice(container.decode(video=0), 2))) < 2:
+                stream = container.streams.video[0]
+                check_video_header(stream, container, limits)
+                first = list(itertools.islice(container.decode(stream), 2))
+                if len(first) < 2:
                     raise UnreadableMedia("unreadable video: it has fewer than two frames (a still image?)")
+                for frame in first:
+                    _check_frame_pixels(frame.width, frame.height, limits)
         except (av.error.FFmpegError, ValueError, IndexError) as exc:
             raise UnreadableMedia(f"unreadable video: {exc}") from None
     except BaseException:
         copy.close()
         raise
     return Decoded(copy.name, float(copy.tell()), [copy])
+
+
+def check_video_header(stream: Any, container: Any, limits: Limits) -> None:
+    """Raise MediaTooLarge if the video's header declares frames larger than ``limits.max_frame_pixels`` or more
+    of them than ``limits.max_video_frames`` (counted, or its duration times its frame rate)."""
+    _check_frame_pixels(stream.width, stream.height, limits)
+    frames = stream.frames
+    if not frames and (rate := stream.average_rate or stream.guessed_rate):
+        seconds = declared_seconds(stream, container)
+        frames = round(seconds * rate) if seconds is not None else 0
+    if frames > limits.max_video_frames:
+        raise MediaTooLarge(
+            f"a video of {frames} frames exceeds the limit of {limits.max_video_frames} (limits.max_video_frames):"
+            " cut it into shorter clips or lower its frame rate"
+        )
+
+
+def _check_frame_pixels(width: int, height: int, limits: Limits) -> None:
+    if width * height > limits.max_frame_pixels:
+        raise MediaTooLarge(
+            f"video frames of {width}x{height} = {width * height} pixels exceed the limit of "
+            f"{limits.max_frame_pixels} (limits.max_frame_pixels): scale the video down"
+        )
 
 
 def video_frames(path: str, at_most: int) -> int | None:
@@ -317,13 +394,21 @@ def video_frames(path: str, at_most: int) -> int | None:
         return None
 
 
-def decode_image(data: Media) -> Image.Image:
-    """An RGB image from bytes or a binary file Pillow reads; fully loaded so corrupt files fail here."""
+def decode_image(data: Media, limits: Limits = DEFAULT_LIMITS) -> Image.Image:
+    """An RGB image from bytes or a binary file Pillow reads; refused past ``limits.max_image_pixels`` as its
+    header declares them, before it is decoded; fully loaded so corrupt files fail here."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # held to max_image_pixels instead
             image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+            if image.width * image.height > limits.max_image_pixels:
+                raise MediaTooLarge(
+                    f"an image of {image.width}x{image.height} = {image.width * image.height} pixels exceeds the "
+                    f"limit of {limits.max_image_pixels} (limits.max_image_pixels): scale it down"
+                )
             image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise MediaTooLarge(f"image too large to decode: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadableMedia(f"unreadable image: {exc}") from None
     return image.convert("RGB")

@@ -30,11 +30,17 @@ class SpooledSamples(np.memmap):
         return super().__getitem__(index)
 
 
-class SampleSink:
-    """Collects mono float32 samples piece by piece: in memory up to ``spool_bytes``, then in a temporary file."""
+class TooManySamples(Exception):
+    """A piece would take a :class:`SampleSink` past its ``max_samples``."""
 
-    def __init__(self, spool_bytes: int = SPOOL_SAMPLE_BYTES) -> None:
+
+class SampleSink:
+    """Collects mono float32 samples piece by piece: in memory up to ``spool_bytes``, then in a temporary file; at
+    most ``max_samples`` of them (a piece that would go past raises TooManySamples, and is not kept)."""
+
+    def __init__(self, spool_bytes: int = SPOOL_SAMPLE_BYTES, max_samples: int | None = None) -> None:
         self.spool_bytes = spool_bytes
+        self.max_samples = max_samples
         self.count = 0
         self._pieces: list[np.ndarray] = []
         self._file: IO[bytes] | None = None
@@ -42,6 +48,8 @@ class SampleSink:
     def add(self, piece: np.ndarray) -> None:
         """Append ``piece`` (any shape, flattened) to the samples."""
         piece = np.ascontiguousarray(piece, dtype=np.float32).reshape(-1)
+        if self.max_samples is not None and self.count + len(piece) > self.max_samples:
+            raise TooManySamples(f"more than {self.max_samples} samples")
         self.count += len(piece)
         if self._file is None and self.count * piece.itemsize > self.spool_bytes:
             self._file = tempfile.TemporaryFile(prefix="pipeq-samples-")  # noqa: SIM115 (closed in samples/discard)

@@ -9,11 +9,13 @@ On the wire a job is JSON (never pickle). Its input is exactly one of:
 
 A chat for text-generation is the dict input ``{"messages": [{"role": "user", "content": "..."}, ...]}``.
 
-Dict inputs may carry media by reference: anywhere inside them, ``{"kind": "s3", "uri": ...}`` or ``{"kind":
-"inline", "data": "<base64>"}`` stands for an object the worker fetches and decodes (e.g. ``{"images":
-{"kind": "s3", "uri": "s3://bucket/cat.png"}, "text": "What is this?"}``). For convenience an ``"s3://..."``
-string under a media key (``image(s)``, ``audio(s)``, ``video(s)``, ``url``, ``path``) is such a reference,
-and bytes given to the Python client become inline references.
+Dict inputs may carry media by reference where pipelines read media: under a media key at their top
+(``image(s)``, ``audio(s)``, ``video(s)``), in decision's ``assets`` and in a chat's media parts (``{"type":
+"image", "image": ...}``; see CHAT_PART_KEYS). There ``{"kind": "s3", "uri": ...}`` or ``{"kind": "inline",
+"data": "<base64>"}`` stands for an object the worker fetches and decodes (e.g. ``{"images": {"kind": "s3",
+"uri": "s3://bucket/cat.png"}, "text": "What is this?"}``); for convenience an ``"s3://..."`` string there is
+such a reference, and bytes given to the Python client become inline references. Any other string there (a URL,
+a path) is refused: pipelines would download or open it themselves. Elsewhere strings are text.
 """
 
 import base64
@@ -83,15 +85,22 @@ class InlineInput(_Frozen):
     data: bytes
 
 
-MEDIA_KEYS = frozenset({"image", "images", "audio", "audios", "video", "videos", "url", "path"})
-"""Keys under which a dict input's ``"s3://..."`` strings are media references."""
+MEDIA_KEYS = frozenset({"image", "images", "audio", "audios", "video", "videos", "url", "path", "image_url"})
+"""Keys whose values are media, at the top of a dict input and in chat content parts (see check_media_positions)."""
+ASSETS_KEY = "assets"
+"""The key whose value names media, decision's ``{"assets": {"<img-1>": <media>, ...}}``."""
 
 MediaReference = ObjectInput | InlineInput
 
 
+def is_reference(node: Any) -> bool:
+    """Whether the JSON ``node`` is a media reference, ``{"kind": "s3" | "inline", ...}``."""
+    return isinstance(node, dict) and node.get("kind") in ("s3", "inline")
+
+
 def _as_reference(node: Any) -> MediaReference | None:
     """The media reference a JSON node stands for, or None; ValueError if it is a malformed one."""
-    if not isinstance(node, dict) or node.get("kind") not in ("s3", "inline"):
+    if not is_reference(node):
         return None
     if node["kind"] == "s3":
         return ObjectInput.model_validate(node)
@@ -122,17 +131,55 @@ def media_references(value: Any) -> list[MediaReference]:
     return found
 
 
-def _to_references(value: Any, key: str | None = None) -> Any:
-    """Bytes become inline references and ``s3://`` strings under media keys become object references."""
+def _inline(value: Any) -> Any:
+    """``value`` with bytes anywhere in it as inline references."""
     if isinstance(value, bytes | bytearray | memoryview):
         return {"kind": "inline", "data": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, str) and key in MEDIA_KEYS and value.startswith("s3://"):
-        return {"kind": "s3", "uri": value}
-    if isinstance(value, dict) and _as_reference(value) is None:
-        return {name: _to_references(item, name) for name, item in value.items()}
+    if isinstance(value, dict) and not is_reference(value):
+        return {name: _inline(item) for name, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_to_references(item, key) for item in value]
+        return [_inline(item) for item in value]
     return value
+
+
+def _as_media(value: Any) -> Any:
+    """``value``, found where media goes, with its ``s3://`` strings as object references and bytes inline."""
+    if isinstance(value, str) and value.startswith("s3://"):
+        return {"kind": "s3", "uri": value}
+    if isinstance(value, dict) and not is_reference(value):
+        return {name: _as_media(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_media(item) for item in value]
+    return _inline(value)
+
+
+def _to_references(value: dict) -> dict:
+    """Bytes become inline references; ``s3://`` strings where media goes (a media key at the top, an asset, a chat
+    part's media key) become object references. Elsewhere strings are text."""
+    converted: dict = {}
+    for key, item in value.items():
+        if key in MEDIA_KEYS:
+            converted[key] = _as_media(item)
+        elif key == ASSETS_KEY and isinstance(item, dict):
+            converted[key] = {name: _as_media(asset) for name, asset in item.items()}
+        elif key == "messages" and isinstance(item, list):
+            converted[key] = [_message_references(message) for message in item]
+        else:
+            converted[key] = _inline(item)
+    return converted
+
+
+def _message_references(message: Any) -> Any:
+    """A chat message with its content parts' media keys as references."""
+    if not isinstance(message, dict) or not isinstance(message.get("content"), list | tuple):
+        return _inline(message)
+    parts = [
+        {key: _as_media(item) if key in MEDIA_KEYS else _inline(item) for key, item in part.items()}
+        if isinstance(part, dict)
+        else _inline(part)
+        for part in message["content"]
+    ]
+    return {key: parts if key == "content" else _inline(item) for key, item in message.items()}
 
 
 class DictInput(_Frozen):
@@ -223,7 +270,8 @@ def _keys(spec: Any) -> str:
 
 
 def _check_dict(spec: Any, item: DictInput, limits: Limits) -> None:
-    """A dict input has only keys ``spec`` accepts, those it needs, inline media within limits, sane chats."""
+    """A dict input has only keys ``spec`` accepts and those it needs, media by reference where media goes and
+    nowhere else, a well-formed chat, and its text and media within ``limits``."""
     allowed = spec.dict_input_keys
     if not allowed:
         raise InvalidJob(f"{spec.name} takes no dict input")
@@ -232,13 +280,19 @@ def _check_dict(spec: Any, item: DictInput, limits: Limits) -> None:
         raise InvalidJob(
             f"dict input key(s) {', '.join(extra)} not accepted by {spec.name}; accepted: {', '.join(sorted(allowed))}"
         )
-    if "messages" in item.value:
-        _check_chat(item.value, limits)
-    else:
+    check_media_positions(item.value)
+    if "messages" not in item.value:
         missing = sorted(spec.required_input_keys - set(item.value))
         if missing:
             raise InvalidJob(f"{spec.name} needs the dict input key(s) {', '.join(missing)}")
-    inline = item.inline_bytes()
+    check_text_chars(item.value, limits)
+    references = media_references(item.value)
+    if len(references) > limits.max_media_references:
+        raise InvalidJob(
+            f"the dict input holds {len(references)} media references, more than the limit of "
+            f"{limits.max_media_references} (limits.max_media_references): send the media in several jobs"
+        )
+    inline = sum(len(ref.data) for ref in references if isinstance(ref, InlineInput))
     if inline > limits.max_inline_bytes:
         raise InvalidJob(
             f"inline media of {inline} bytes exceeds the limit of {limits.max_inline_bytes}: "
@@ -246,15 +300,125 @@ def _check_dict(spec: Any, item: DictInput, limits: Limits) -> None:
         )
 
 
-def chat_messages(value: dict) -> list[dict]:
-    """The messages of a chat input ``{"messages": [{"role": str, "content": ...}, ...]}``; InvalidJob if malformed."""
+# -- where media goes: no URL or path is ever opened ------------------------------------------------------------------
+
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+CHAT_MESSAGE_KEYS = frozenset({"role", "content"})
+CHAT_PART_KEYS: dict[str, tuple[str, ...]] = {
+    "text": ("text",),
+    "image": ("image", "url", "path"),
+    "audio": ("audio", "url", "path"),
+    "video": ("video", "url", "path"),
+    "image_url": ("image_url",),
+}
+"""The content parts a chat may hold, by ``type``, and the keys each takes besides it: one of them, holding text
+or a media reference (``image_url``: a reference, or OpenAI's ``{"url": <reference>}``)."""
+_PART_EXAMPLE = '{"type": "text", "text": "..."} or {"type": "image", "image": "s3://bucket/key"}'
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_PATH = re.compile(r"^(/|\\|\.{1,2}[/\\]|~|[A-Za-z]:[/\\])")
+
+
+def check_media_positions(value: dict, is_media: Callable[[Any], bool] = is_reference) -> None:
+    """Raise InvalidJob unless media sits only where pipelines read media (a media key at the top of the dict input,
+    decision's assets, a chat's media parts) and only media sits there, as ``is_media`` tells it (references in a
+    job, fetched objects in the worker). Pipelines would download a URL or open a path found there themselves."""
+    for key, item in value.items():
+        if key in MEDIA_KEYS:
+            _require_media(item, repr(key), is_media)
+        elif key == ASSETS_KEY:
+            if not isinstance(item, dict):
+                raise InvalidJob(
+                    f'{key!r} names images by placeholder, {{"<img-1>": "s3://bucket/key"}}, not {item!r:.60}'
+                )
+            for name, asset in item.items():
+                _require_media(asset, f"assets[{name!r}]", is_media, many=False)
+        elif key == "messages":
+            chat_messages(value, is_media)
+        else:
+            _refuse_media(item, key, is_media)
+
+
+def _require_media(value: Any, where: str, is_media: Callable[[Any], bool], many: bool = True) -> None:
+    """``value`` is media, or (if ``many``) a list of them, lists nested; InvalidJob saying what it is otherwise."""
+    if is_media(value):
+        return
+    if many and isinstance(value, list):
+        for item in value:
+            _require_media(item, where, is_media)
+        return
+    text = str(value)
+    what = f"{type(value).__name__} {text[:100]!r}{'...' if len(text) > 100 else ''}"
+    if isinstance(value, str):
+        what += " (a path)" if _PATH.match(value) else " (a URL)" if _URL.match(value) else ""
+    raise InvalidJob(
+        f"{where} holds {what}, not media: upload it to object storage and pass an s3://bucket/key reference "
+        "or inline bytes (URLs and paths are not fetched)"
+    )
+
+
+def _refuse_media(value: Any, key: str, is_media: Callable[[Any], bool]) -> None:
+    """No media inside ``value``, found under ``key`` where pipelines read text."""
+    if is_media(value):
+        raise InvalidJob(f"media where none is expected (under {key!r}): put it under image(s), audio(s) or video(s)")
+    if isinstance(value, dict):
+        for item in value.values():
+            _refuse_media(item, key, is_media)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_media(item, key, is_media)
+
+
+def chat_messages(value: dict, is_media: Callable[[Any], bool] = is_reference) -> list[dict]:
+    """The messages of a chat input ``{"messages": [{"role": ..., "content": ...}, ...]}``; InvalidJob unless each
+    has a known role and a content that is a string or a list of known parts, media in them as ``is_media``
+    tells it (see CHAT_PART_KEYS)."""
     messages = value.get("messages")
     if set(value) != {"messages"} or not isinstance(messages, list) or not messages:
         raise InvalidJob('a chat input is {"messages": [{"role": ..., "content": ...}, ...]}, at least one message')
-    for message in messages:
+    for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
-            raise InvalidJob(f"each chat message needs a role (string) and a content, not {message!r}")
+            raise InvalidJob(f"each chat message needs a role (string) and a content, not {str(message)[:80]!r}")
+        if message["role"] not in CHAT_ROLES:
+            raise InvalidJob(f"message {index} has the role {message['role'][:40]!r}; roles: {', '.join(CHAT_ROLES)}")
+        if extra := sorted(set(message) - CHAT_MESSAGE_KEYS):
+            raise InvalidJob(
+                f"message {index} has the key(s) {', '.join(extra)}; a chat message has a role and a content"
+            )
+        content = message["content"]
+        if isinstance(content, list):
+            for part in content:
+                _check_part(part, index, is_media)
+        elif not isinstance(content, str):
+            raise InvalidJob(
+                f"the content of message {index} is a string or a list of parts like {_PART_EXAMPLE}, "
+                f"not {type(content).__name__}"
+            )
     return messages
+
+
+def _check_part(part: Any, index: int, is_media: Callable[[Any], bool]) -> None:
+    """A chat content part of a known type with one of that type's keys, holding text or media."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    keys = CHAT_PART_KEYS.get(kind) if isinstance(kind, str) else None
+    if keys is None:
+        raise InvalidJob(
+            f"message {index} holds the content part {str(part)[:80]!r}: a part is {_PART_EXAMPLE}, of a type among "
+            f"{', '.join(CHAT_PART_KEYS)}"
+        )
+    given = [key for key in part if key != "type"]
+    if len(given) != 1 or given[0] not in keys:
+        raise InvalidJob(
+            f"message {index}: a part of type {kind!r} has one key besides its type, one of {', '.join(keys)}; "
+            f"not {', '.join(given) or 'none'}"
+        )
+    item = part[given[0]]
+    if kind == "text":
+        if not isinstance(item, str):
+            raise InvalidJob(f"a text part's text is a string, not {type(item).__name__}")
+    elif kind == "image_url" and isinstance(item, dict) and set(item) == {"url"} and not is_media(item):
+        _require_media(item["url"], "'image_url'", is_media, many=False)
+    else:
+        _require_media(item, repr(given[0]), is_media, many=False)
 
 
 def chat_size(messages: list[dict]) -> int:
@@ -269,11 +433,31 @@ def _text_size(content: Any) -> int:
     return len(str(content))
 
 
-def _check_chat(value: dict, limits: Limits) -> None:
-    """A chat input is well formed and within the text limit."""
-    size = chat_size(chat_messages(value))
+def text_chars(value: dict) -> int:
+    """Characters of a dict input's text, the measure held against ``max_text_chars``: a chat's text, or every
+    string elsewhere, the keys of nested dicts (a table's columns, a question's name) included; media references
+    count for nothing (their limits are in bytes)."""
+    return sum(chat_size(item) if key == "messages" else _chars(item) for key, item in value.items())
+
+
+def _chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return 0 if is_reference(value) else sum(len(key) + _chars(item) for key, item in value.items())
+    if isinstance(value, list):
+        return sum(_chars(item) for item in value)
+    return 0
+
+
+def check_text_chars(value: dict, limits: Limits) -> None:
+    """Raise InvalidJob if the dict input (a chat: its text) holds more characters than ``limits.max_text_chars``."""
+    size = text_chars(value)
     if size > limits.max_text_chars:
-        raise InvalidJob(f"chat of {size} characters exceeds the limit of {limits.max_text_chars}")
+        what = "chat" if "messages" in value else "text in the dict input"
+        raise InvalidJob(
+            f"{what} of {size} characters exceeds the limit of {limits.max_text_chars} (limits.max_text_chars)"
+        )
 
 
 def make_input(value: Any) -> TextInput | ObjectInput | InlineInput | DictInput:

@@ -171,8 +171,6 @@ def test_bad_inputs_fail_their_own_jobs(client, reference, upload, pictures):
         "corrupt": {"images": upload(truncated(picture(64, 48)), ".png"), "text": PROMPTS[0]},
         "missing": {"images": MISSING, "text": PROMPTS[0]},
         "missing in chat": {"messages": [{"role": "user", "content": [{"type": "image", "image": MISSING}]}]},
-        "a URL": {"images": "https://example.com/cat.png", "text": PROMPTS[0]},
-        "a path in chat": {"messages": [{"role": "user", "content": [{"type": "image", "path": "/etc/passwd"}]}]},
         "no <image>": {"images": refs[2], "text": "What is this?"},
         "good too": {"images": refs[3], "text": PROMPTS[1]},
     }
@@ -185,9 +183,13 @@ def test_bad_inputs_fail_their_own_jobs(client, reference, upload, pictures):
     failed(records["corrupt"], "UnreadableMedia", "unreadable image")
     failed(records["missing"], "MediaNotFound", MISSING)
     failed(records["missing in chat"], "MediaNotFound", MISSING)
-    failed(records["a URL"], "WrongInputKind", "pass an s3://bucket/key reference or inline bytes")
-    failed(records["a path in chat"], "WrongInputKind", "'path' holds str '/etc/passwd', not media")
     failed(records["no <image>"], "PipelineError", "<image> tokens")
+    for url_or_path in (
+        {"images": "https://example.com/cat.png", "text": PROMPTS[0]},
+        {"messages": [{"role": "user", "content": [{"type": "image", "path": "/etc/passwd"}]}]},
+    ):  # refused at submission (tests/security/test_urls_and_paths.py)
+        with pytest.raises(InvalidJob, match="pass an s3://bucket/key reference or inline bytes"):
+            client.submit(VISION, url_or_path, model=model_name(VISION))
 
 
 def test_text_and_images_are_both_required(client, pictures):
@@ -249,14 +251,16 @@ def test_any_to_any_bad_inputs_fail_their_own_jobs(client, reference, clips, upl
         "good": {"text": f"{AUDIO_PROMPT} What?", "audio": refs[0]},
         "not audio": {"text": f"{AUDIO_PROMPT} What?", "audio": upload(picture(), ".png")},
         "missing": {"text": f"{AUDIO_PROMPT} What?", "audio": "s3://media/no-such-clip.wav"},
-        "a URL": {"text": f"{AUDIO_PROMPT} What?", "audio": "https://example.com/clip.wav"},
         "no audio token": {"text": "What?", "audio": refs[1]},
     }
     records = dict(zip(cases, run(client, OMNI, list(cases.values()), GREEDY), strict=True))
     check([records["good"]], [reference(OMNI)({"text": cases["good"]["text"], "audio": samples[0]}, **GREEDY)])
     failed(records["not audio"], "UnreadableMedia", "unreadable audio")
     failed(records["missing"], "MediaNotFound", "s3://media/no-such-clip.wav")
-    failed(records["a URL"], "WrongInputKind", "URLs and paths are not fetched")
+    with pytest.raises(InvalidJob, match="URLs and paths are not fetched"):
+        client.submit(
+            OMNI, {"text": f"{AUDIO_PROMPT} What?", "audio": "https://example.com/clip.wav"}, model=model_name(OMNI)
+        )
     failed(records["no audio token"], "PipelineError", "<|AUDIO|> tokens")
     with pytest.raises(InvalidJob, match="needs the dict input key\\(s\\) text"):
         client.submit(OMNI, {"audio": refs[0]}, model=model_name(OMNI))
