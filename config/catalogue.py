@@ -53,6 +53,36 @@ class UnknownModel(ValueError):
     """A job names a model outside the catalogue, or one that does not serve its task."""
 
 
+class ParameterCaps(BaseModel):
+    """The most work one job's parameters may ask of a model. A job over a cap is refused at submission and failed
+    by the worker on receipt, with a message naming the cap (see pipeq.config.parameters)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_new_tokens: PositiveInt = Field(
+        default=256,
+        description="tokens generated per sequence: max_new_tokens, min_new_tokens, and max_length / min_length "
+        "(which count the prompt too); a job that names no length gets at most this many (the worker lowers the "
+        "model's own default to it)",
+    )
+    max_beams: PositiveInt = Field(default=5, description="num_beams (5: the speech pipeline's own default)")
+    max_return_sequences: PositiveInt = Field(default=4, description="num_return_sequences")
+    max_labels: PositiveInt = Field(default=64, description="candidate_labels (each one a forward pass), targets")
+    max_top_k: PositiveInt = Field(default=100, description="top_k: results returned per input")
+    max_frames: PositiveInt = Field(default=64, description="num_frames of a video")
+    max_image_side_px: PositiveInt = Field(
+        default=2048, description="size and crop_size in image_processor_kwargs, in pixels per side"
+    )
+    max_input_tokens: PositiveInt = Field(
+        default=4096,
+        description="tokenizer max_length (to pad or truncate to), and document-question-answering's max_seq_len, "
+        "doc_stride, max_question_len, max_answer_len",
+    )
+    max_list_items: PositiveInt = Field(default=1024, description="items in any list inside the parameters")
+    max_parameter_chars: PositiveInt = Field(default=4096, description="characters in any string inside the parameters")
+    max_parameters_bytes: PositiveInt = Field(default=65536, description="all parameters, as JSON, in bytes")
+
+
 class ModelEntry(BaseModel):
     """One served model: where it comes from, what it does and how its jobs are batched."""
 
@@ -76,6 +106,9 @@ class ModelEntry(BaseModel):
     default: bool = Field(default=False, description="serve jobs of this task that name no model")
     trust_remote_code: bool = False
     expected_seconds: PositiveFloat = Field(default=60.0, description="longest one micro-batch may take")
+    caps: ParameterCaps = Field(
+        default_factory=ParameterCaps, description="the most work one job's parameters may ask of this model"
+    )
     devices: list[int] | None = Field(
         default=None, description="GPU indices within the worker's visible set; more than one shards the model"
     )

@@ -1,11 +1,5 @@
-"""The tasks pipeq serves: each task's input modality and the parameters its pipeline accepts.
-
-The parameter names mirror the keyword arguments of the pipeline classes' ``_sanitize_parameters`` in the
-pinned transformers version (``tests/config/test_tasks.py`` checks that they still exist there). Only
-parameters whose values travel as JSON are listed: ``return_tensors`` and the like are left out on purpose.
-A few are arguments of the pipeline's ``__call__`` (``candidate_labels``; ``question`` and ``word_boxes`` of
-document-question-answering) or go through its ``**kwargs`` to ``generate`` (``max_new_tokens``, ``do_sample``,
-``top_p``, ``temperature``, ... of text-generation).
+"""The tasks pipeq serves: each task's input modality, its dict inputs, and (from pipeq.config.parameters) the
+parameters its pipeline accepts.
 
 Inputs per task:
 
@@ -29,6 +23,8 @@ Inputs per task:
 from dataclasses import dataclass
 from typing import Literal
 
+from pipeq.config.parameters import GENERATION, TASK_PARAMETERS
+
 Modality = Literal["text", "audio", "image", "video", "dict"]
 """How a task's plain input is read; "dict": the task takes dict inputs only (media inside them by reference)."""
 MediaKind = Literal["audio", "image", "video"]
@@ -47,219 +43,76 @@ class TaskSpec:
 
     name: str
     modality: Modality
-    parameters: frozenset[str]
-    required: frozenset[str] = frozenset()
     dict_input_keys: frozenset[str] = frozenset()
     """Keys a dict input may carry (empty: the task takes no dict input)."""
     required_input_keys: frozenset[str] = frozenset()
     """Keys every dict input must carry (with ``{"messages": ...}`` chats as the alternative, where accepted)."""
 
-    def check_parameters(self, parameters: dict) -> None:
-        """Raise ValueError naming the unknown or missing parameters and listing the known ones."""
-        unknown = sorted(set(parameters) - self.parameters)
-        known = ", ".join(sorted(self.parameters)) or "none"
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {', '.join(unknown)} for task {self.name}; known parameters: {known}"
-            )
-        missing = sorted(self.required - set(parameters))
-        if missing:
-            raise ValueError(f"task {self.name} needs the parameter(s) {', '.join(missing)}")
+    @property
+    def parameters(self) -> frozenset[str]:
+        """The names of the parameters a job of this task may pass (their schemas: pipeq.config.parameters)."""
+        return frozenset(TASK_PARAMETERS[self.name].fields)
+
+    @property
+    def required(self) -> frozenset[str]:
+        """The parameters every job of this task must pass."""
+        return TASK_PARAMETERS[self.name].required
 
 
-_TOKENIZER = frozenset({"truncation", "padding", "max_length"})
-GENERATE_KWARGS = frozenset(
-    {
-        "max_new_tokens",
-        "min_new_tokens",
-        "do_sample",
-        "top_p",
-        "top_k",
-        "temperature",
-        "repetition_penalty",
-        "no_repeat_ngram_size",
-        "num_beams",
-        "num_return_sequences",
-    }
-)
+GENERATE_KWARGS = frozenset(GENERATION.fields)
 """Generation options text-generation passes on to ``model.generate`` through its ``**kwargs``."""
-_MULTIMODAL_GENERATION = frozenset(
-    {
-        "max_new_tokens",
-        "generate_kwargs",
-        "return_full_text",
-        "clean_up_tokenization_spaces",
-        "stop_sequence",
-        "continue_final_message",
-        "skip_special_tokens",
-        "processor_kwargs",
-    }
-)
-"""Parameters of the image-text-to-text and any-to-any pipelines."""
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec(
-            "text-classification",
-            "text",
-            frozenset({"top_k", "function_to_apply"}) | _TOKENIZER,
-            dict_input_keys=frozenset({"text", "text_pair"}),
-        ),
-        TaskSpec(
-            "zero-shot-classification",
-            "text",
-            frozenset({"candidate_labels", "hypothesis_template", "multi_label"}),
-            required=frozenset({"candidate_labels"}),
-        ),
-        TaskSpec("feature-extraction", "text", frozenset({"truncation", "tokenize_kwargs"})),
-        TaskSpec(
-            "automatic-speech-recognition",
-            "audio",
-            frozenset(
-                {
-                    "chunk_length_s",
-                    "stride_length_s",
-                    "return_timestamps",
-                    "return_language",
-                    "generate_kwargs",
-                    "max_new_tokens",
-                }
-            ),
-        ),
-        TaskSpec("image-classification", "image", frozenset({"top_k", "function_to_apply"})),
-        TaskSpec("token-classification", "text", frozenset({"ignore_labels", "aggregation_strategy", "stride"})),
-        TaskSpec("fill-mask", "text", frozenset({"top_k", "targets", "tokenizer_kwargs"})),
-        TaskSpec(
-            "text-generation",
-            "text",
-            frozenset(
-                {
-                    "return_full_text",
-                    "clean_up_tokenization_spaces",
-                    "prefix",
-                    "handle_long_generation",
-                    "stop_sequence",
-                    "truncation",
-                    "max_length",
-                    "continue_final_message",
-                    "skip_special_tokens",
-                    "tokenizer_encode_kwargs",
-                    "tools",
-                    "documents",
-                }
-            )
-            | GENERATE_KWARGS,
-            dict_input_keys=frozenset({"messages"}),
-        ),
-        TaskSpec("audio-classification", "audio", frozenset({"top_k", "function_to_apply"})),
-        TaskSpec(
-            "zero-shot-image-classification",
-            "image",
-            frozenset({"candidate_labels", "hypothesis_template", "tokenizer_kwargs"}),
-            required=frozenset({"candidate_labels"}),
-        ),
-        TaskSpec("object-detection", "image", frozenset({"threshold"})),
-        TaskSpec(
-            "document-question-answering",
-            "image",
-            frozenset(
-                {
-                    "question",
-                    "word_boxes",
-                    "padding",
-                    "doc_stride",
-                    "max_question_len",
-                    "lang",
-                    "tesseract_config",
-                    "max_answer_len",
-                    "max_seq_len",
-                    "top_k",
-                    "handle_impossible_answer",
-                }
-            ),
-            required=frozenset({"question"}),
-        ),
-        TaskSpec("text-to-audio", "text", frozenset({"forward_params", "generate_kwargs", "processor_kwargs"})),
+        TaskSpec("text-classification", "text", dict_input_keys=frozenset({"text", "text_pair"})),
+        TaskSpec("zero-shot-classification", "text"),
+        TaskSpec("feature-extraction", "text"),
+        TaskSpec("automatic-speech-recognition", "audio"),
+        TaskSpec("image-classification", "image"),
+        TaskSpec("token-classification", "text"),
+        TaskSpec("fill-mask", "text"),
+        TaskSpec("text-generation", "text", dict_input_keys=frozenset({"messages"})),
+        TaskSpec("audio-classification", "audio"),
+        TaskSpec("zero-shot-image-classification", "image"),
+        TaskSpec("object-detection", "image"),
+        TaskSpec("document-question-answering", "image"),
+        TaskSpec("text-to-audio", "text"),
         TaskSpec(
             "table-question-answering",
             "dict",
-            frozenset({"sequential", "padding", "truncation"}),
             dict_input_keys=frozenset({"table", "query"}),
             required_input_keys=frozenset({"table", "query"}),
         ),
-        TaskSpec(
-            "zero-shot-audio-classification",
-            "audio",
-            frozenset({"candidate_labels", "hypothesis_template"}),
-            required=frozenset({"candidate_labels"}),
-        ),
-        TaskSpec("image-feature-extraction", "image", frozenset({"pool", "image_processor_kwargs"})),
-        TaskSpec(
-            "image-segmentation",
-            "image",
-            frozenset({"subtask", "threshold", "mask_threshold", "overlap_mask_area_threshold"}),
-        ),
+        TaskSpec("zero-shot-audio-classification", "audio"),
+        TaskSpec("image-feature-extraction", "image"),
+        TaskSpec("image-segmentation", "image"),
         TaskSpec(
             "image-text-to-text",
             "dict",
-            _MULTIMODAL_GENERATION,
             dict_input_keys=frozenset({"images", "text", "messages"}),
             # {"images": ..., "text": "<image> prompt"}, or a chat; the pipeline reads no dict without both.
             required_input_keys=frozenset({"images", "text"}),
         ),
-        TaskSpec(
-            "zero-shot-object-detection",
-            "image",
-            frozenset({"candidate_labels", "threshold", "top_k"}),
-            required=frozenset({"candidate_labels"}),
-        ),
+        TaskSpec("zero-shot-object-detection", "image"),
         TaskSpec(
             "decision",
             "dict",
-            frozenset(),
             dict_input_keys=frozenset({"state", "questions", "assets"}),
             required_input_keys=frozenset({"state", "questions"}),
         ),
-        TaskSpec("depth-estimation", "image", frozenset()),
-        TaskSpec(
-            "video-classification",
-            "video",
-            frozenset({"top_k", "num_frames", "frame_sampling_rate", "function_to_apply"}),
-        ),
-        TaskSpec(
-            "mask-generation",
-            "image",
-            frozenset(
-                {
-                    "points_per_batch",
-                    "points_per_crop",
-                    "crops_n_layers",
-                    "crop_overlap_ratio",
-                    "crop_n_points_downscale_factor",
-                    "pred_iou_thresh",
-                    "stability_score_offset",
-                    "mask_threshold",
-                    "stability_score_thresh",
-                    "max_hole_area",
-                    "max_sprinkle_area",
-                    "crops_nms_thresh",
-                    "output_rle_mask",
-                    "output_bboxes_mask",
-                }
-            ),
-        ),
+        TaskSpec("depth-estimation", "image"),
+        TaskSpec("video-classification", "video"),
+        TaskSpec("mask-generation", "image"),
         TaskSpec(
             "keypoint-matching",
             "dict",
-            frozenset({"threshold"}),
             dict_input_keys=frozenset({"images"}),
             required_input_keys=frozenset({"images"}),
         ),
         TaskSpec(
             "any-to-any",
             "dict",
-            _MULTIMODAL_GENERATION | {"generation_mode"},
             dict_input_keys=frozenset({"text", "images", "videos", "audio", "messages"}),
             required_input_keys=frozenset({"text"}),  # the prompt that places the media; or a chat
         ),

@@ -55,7 +55,9 @@ class Client:
             }
             if job_id is not None:
                 fields["id"] = job_id
-            job = check_object_access(Job(**fields).check(self.settings.limits), self.settings.object_access(entry))
+            job = check_object_access(
+                Job(**fields).check(self.settings.limits, entry), self.settings.object_access(entry)
+            )
         except (UnknownModel, UnknownTask) as exc:
             raise InvalidJob(str(exc)) from None
         except ValueError as exc:  # pydantic's ValidationError included

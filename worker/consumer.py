@@ -78,7 +78,7 @@ def batching_strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Any:
             args, _kwargs, _embed = message.decode() if body is None else (body["args"], body["kwargs"], {})
             job = Job.model_validate(args[0])
             entry = settings.catalogue.resolve(job.task, job.model)
-            job.check(settings.limits)
+            job.check(settings.limits, entry)
         except Exception as exc:  # a broken message: fail its job, never retry it
             try:
                 _fail_unreadable(consumer.pipeq_engine.store, message, exc)
@@ -103,6 +103,6 @@ def _fail_unreadable(store: RecordStore, message: Any, exc: Exception) -> None:
         return
     error = JobError(type=InvalidJob.__name__, message=f"the job is not valid: {exc}")
     record = JobRecord(
-        state="failed", id=job_id, task="?", model="?", submitted_at=now(), finished_at=now(), error=error
+        state="failed", id=job_id, task="?", model="?", submitted_at=now(), finished_at=now(), error=error, attempts=1
     )
     store.write([record])

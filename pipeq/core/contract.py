@@ -30,7 +30,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from pipeq.config.catalogue import ModelEntry, ParameterCaps
 from pipeq.config.object_prefixes import ObjectAccess
+from pipeq.config.parameters import check_parameters
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import canonical_task, task_spec
 
@@ -237,11 +239,13 @@ class Job(_Frozen):
             raise ValueError(f"webhook {url!r} must be an http:// or https:// URL")
         return url
 
-    def check(self, limits: Limits) -> "Job":
-        """Raise InvalidJob unless the task, its parameters and the input suit each other and ``limits``."""
+    def check(self, limits: Limits, entry: ModelEntry | None = None) -> "Job":
+        """Raise InvalidJob unless the task, its parameters and the input suit each other and ``limits``. The
+        parameters are held to their schema at every depth and to ``entry``'s caps (the default caps without an
+        entry): see pipeq.config.parameters."""
         try:
             spec = task_spec(self.task)
-            spec.check_parameters(self.parameters)
+            check_parameters(spec.name, self.parameters, entry.caps if entry is not None else ParameterCaps())
         except ValueError as exc:
             raise InvalidJob(str(exc)) from None
         item = self.input

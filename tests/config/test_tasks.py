@@ -1,14 +1,17 @@
-"""The task table agrees with the pinned transformers: every listed parameter is one its pipeline takes."""
+"""The task table agrees with the pinned transformers: every listed parameter is one its pipeline takes, and the
+nested options are ones the tokenizer, image processor or ``generate`` they go to takes."""
 
 import inspect
 import pydoc
 import typing
 
 import pytest
+from pipeq.config.parameters import IMAGE_PROCESSOR, SPEECH_GENERATION, TOKENIZER
 from pipeq.config.tasks import GENERATE_KWARGS, TASKS, Modality, task_spec
 from pipeq.config.tasks import TASK_ALIASES as OUR_ALIASES
-from transformers import GenerationConfig
+from transformers import GenerationConfig, PreTrainedTokenizerBase, WhisperForConditionalGeneration
 from transformers.pipelines import SUPPORTED_TASKS, TASK_ALIASES
+from transformers.processing_utils import ImagesKwargs
 
 # Parameters a pipeline takes through its **kwargs: tokenizer arguments, generation arguments.
 THROUGH_KWARGS = {
@@ -37,6 +40,22 @@ def test_generation_options_are_generation_config_fields():
     config = GenerationConfig()
     for parameter in GENERATE_KWARGS:
         assert hasattr(config, parameter), parameter
+
+
+def test_speech_generation_options_are_generation_fields_or_whisper_generate_arguments():
+    config = GenerationConfig()
+    whisper = inspect.signature(WhisperForConditionalGeneration.generate).parameters
+    for option in SPEECH_GENERATION.fields:
+        assert hasattr(config, option) or option in whisper, option
+
+
+def test_tokenizer_options_are_tokenizer_arguments():
+    call = inspect.signature(PreTrainedTokenizerBase.__call__).parameters
+    assert set(TOKENIZER.fields) <= set(call)
+
+
+def test_image_processor_options_are_image_processor_arguments():
+    assert set(IMAGE_PROCESSOR.fields) <= set(typing.get_type_hints(ImagesKwargs))
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
