@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeq.config.catalogue import ModelEntry
 from pipeq.worker.errors import ModelUnavailable
+from pipeq.worker.generation_caps import cap_default_length
 from pipeq.worker.memory import free_accelerator_memory, pipeline_bytes
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def load_pipeline(entry: ModelEntry, device: str) -> Any:
         model_kwargs["quantization_config"] = quantization
     log.info("loading %s (%s, %s) on %s", entry.name, entry.id, entry.task, where)
     try:
-        return transformers.pipeline(
+        pipe = transformers.pipeline(
             entry.task,
             model=entry.id,
             revision=entry.revision,
@@ -110,6 +111,7 @@ def load_pipeline(entry: ModelEntry, device: str) -> Any:
         )
     except (OSError, ValueError, ImportError) as exc:
         raise ModelUnavailable(f"model {entry.name} ({entry.id}) could not be loaded: {exc}") from None
+    return cap_default_length(pipe, entry)  # jobs naming no length: at most caps.max_new_tokens
 
 
 class PipelineCache:
