@@ -38,25 +38,53 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {task: build(root / task) for task, build in BUILDERS.items()}
 
 
-@pytest.fixture(scope="session")
-def new_redis_db(redis_url: str) -> Callable[[], int]:
-    """Hands out Redis database pairs (broker ``n``, records ``n + 1``), emptied, for tests and fixtures with
-    settings of their own; the session's shared settings use 0 and 1."""
-    pairs = iter(range(2, 64, 2))  # the test redis-server has 64 databases
+class RedisDatabases:
+    """Redis database pairs (broker ``n``, records ``n + 1``) for tests and fixtures with settings of their own;
+    the session's shared settings use 0 and 1. A pair is emptied when it is handed out."""
 
-    def new() -> int:
-        db = next(pairs)
+    def __init__(self, url: str, databases: int = 64) -> None:
+        self.url = url
+        self.free = list(range(2, databases, 2))
+
+    def take(self) -> int:
+        if not self.free:
+            raise RuntimeError("every Redis database pair of the test redis-server is in use")
+        db = self.free.pop(0)
         for index in (db, db + 1):
-            redis.Redis.from_url(f"{redis_url}/{index}").flushdb()
+            with redis.Redis.from_url(f"{self.url}/{index}") as client:
+                client.flushdb()
         return db
 
-    return new
+    def give_back(self, db: int) -> None:
+        self.free.append(db)
+
+
+@pytest.fixture(scope="session")
+def redis_databases(redis_url: str) -> RedisDatabases:
+    return RedisDatabases(redis_url)
+
+
+@pytest.fixture(scope="module")
+def new_redis_db(redis_databases: RedisDatabases) -> Iterator[Callable[[], int]]:
+    """Hands out empty Redis database pairs (broker ``n``, records ``n + 1``) for the test module's fixtures;
+    they are given back when the module ends."""
+    taken: list[int] = []
+
+    def new() -> int:
+        taken.append(redis_databases.take())
+        return taken[-1]
+
+    yield new
+    for db in taken:
+        redis_databases.give_back(db)
 
 
 @pytest.fixture
-def redis_db(new_redis_db: Callable[[], int]) -> int:
-    """A Redis database pair of this test's own (see ``new_redis_db``)."""
-    return new_redis_db()
+def redis_db(redis_databases: RedisDatabases) -> Iterator[int]:
+    """An empty Redis database pair (broker ``n``, records ``n + 1``) of this test's own."""
+    db = redis_databases.take()
+    yield db
+    redis_databases.give_back(db)
 
 
 @pytest.fixture(scope="session")
