@@ -46,12 +46,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from pipeq.config.catalogue import ModelEntry  # noqa: E402
-from pipeq.config.settings import load_settings  # noqa: E402
+from pipeq.config.settings import Settings, load_settings  # noqa: E402
 from pipeq.config.tasks import TASKS  # noqa: E402
 from pipeq.producer.client import Client  # noqa: E402
 from pipeq.worker.decoding import Decoded  # noqa: E402
 from pipeq.worker.runner import run_group  # noqa: E402
 
+from devtools import config_files  # noqa: E402
 from devtools.tiny_models import build_text_classification  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,13 +171,6 @@ def publish(results: dict[str, Any], table: str, name: str) -> None:
     print(f"\nwritten to {BENCH / name}")
 
 
-def toml_value(value: Any) -> str:
-    """``value`` in TOML: JSON for strings, numbers and lists; an inline table for a dict."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + "}"
-    return json.dumps(value)
-
-
 def write_config(
     path: Path,
     redis_url: str,
@@ -188,21 +182,12 @@ def write_config(
     **entry: Any,
 ) -> Path:
     """A PIPEQ_CONFIG file: private Redis (broker db ``db``, records ``db + 1``), other ``settings``, and one
-    catalogue entry serving ``task`` with the ``entry`` fields given (max_batch_jobs, batch_size, dtype, ...)."""
-    lines = [
-        f'broker_url = "{redis_url}/{db}"',
-        f'result_backend = "{redis_url}/{db + 1}"',
-        *(f"{key} = {toml_value(value)}" for key, value in (settings or {}).items()),
-        "",
-        "[[models]]",
-        f'name = "{MODEL}"',
-        f"id = {json.dumps(str(model))}",
-        f'task = "{task}"',
-        f'queue = "{queue}"',
-        *(f"{key} = {toml_value(value)}" for key, value in entry.items()),
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    catalogue entry serving ``task`` with the ``entry`` fields given (max_batch_jobs, pipeline_batch_size, ...)."""
+    served = ModelEntry(name=MODEL, id=str(model), task=task, queue=queue, **entry)
+    config = Settings(
+        broker_url=f"{redis_url}/{db}", result_backend=f"{redis_url}/{db + 1}", models=[served], **(settings or {})
+    )
+    return config_files.write_config(config, path)
 
 
 @contextmanager

@@ -7,8 +7,12 @@ import sys
 
 import pytest
 
+from devtools.config_files import write_config
+from devtools.media import picture
+from tests.support.compare import same
+from tests.support.decoded import rgb
 from tests.support.settings import model_name
-from tests.support.workers import ROOT, write_config
+from tests.support.workers import ROOT
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -25,7 +29,7 @@ def pipeq(settings, tmp_path_factory):
     return run
 
 
-def test_submit_wait_and_status(pipeq, tmp_path):
+def test_submit_wait_and_status(pipeq, reference):
     done = pipeq(
         "submit",
         "zero-shot-classification",
@@ -39,7 +43,8 @@ def test_submit_wait_and_status(pipeq, tmp_path):
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["state"] == "succeeded"
-    assert sorted(record["result"]["labels"]) == ["cooking", "sports"]
+    labels = {"candidate_labels": ["sports", "cooking"], "multi_label": True}  # the --param values, parsed as JSON
+    assert same(record["result"], reference("zero-shot-classification")("the match ended in a draw", **labels))
 
     job_id = pipeq("submit", "text-classification", "fine", "--id", "cli-job-1").stdout.strip()
     assert job_id == "cli-job-1"
@@ -48,13 +53,13 @@ def test_submit_wait_and_status(pipeq, tmp_path):
     assert json.loads(pipeq("status", job_id).stdout)["result"] == waited["result"]
 
 
-def test_inline_files_and_refusals(pipeq, tmp_path):
+def test_inline_files_and_refusals(pipeq, reference, tmp_path):
     image = tmp_path / "picture.png"
-    from devtools.media import picture
-
     image.write_bytes(picture())
     done = pipeq("submit", "image-classification", f"@{image}", "--model", model_name("image-classification"), "--wait")
-    assert json.loads(done.stdout)["state"] == "succeeded", done.stderr
+    record = json.loads(done.stdout)
+    assert record["state"] == "succeeded", done.stderr
+    assert same(record["result"], reference("image-classification")(rgb(picture())))  # the file's bytes were sent
 
     refused = pipeq("submit", "text-classification", "hi", "--param", "nope=1")
     assert refused.returncode == 2

@@ -1,14 +1,15 @@
 """kill -9 of a worker mid-batch loses no job, and redelivered jobs keep one result."""
 
-import time
 from collections import Counter
 
 import pytest
 from pipeq.config.catalogue import ModelEntry
 from pipeq.producer import Client
 
+from devtools.config_files import write_config
 from tests.support.settings import make_settings
-from tests.support.workers import kill, start_worker_process, write_config
+from tests.support.waiting import wait_until
+from tests.support.workers import kill, start_worker_process
 
 TEXT = "text-classification"
 
@@ -28,14 +29,13 @@ def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path):
     settings, config, client = crash_setup
     log = tmp_path / "worker.log"
     ids = client.submit_many(TEXT, [f"review number {i} was fine" for i in range(300)])
+
+    def mid_batch() -> bool:
+        return {"succeeded", "running"} <= {record.state for record in client.store.get_many(ids)}
+
     first = start_worker_process(config, "crash", log)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            states = [r.state for r in client.store.get_many(ids)]
-            if "succeeded" in states and "running" in states:
-                break
-            time.sleep(0.02)
+        wait_until(mid_batch, 120, message=f"never caught the worker mid-batch in 120 s; its log: {log}")
         kill(first)
         states = [r.state for r in client.store.get_many(ids)]
         assert states.count("succeeded") < len(ids), "the worker finished before it could be killed"

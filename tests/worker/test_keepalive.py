@@ -8,8 +8,9 @@ import redis
 from pipeq.config.catalogue import ModelEntry
 from pipeq.producer import Client
 
+from devtools.config_files import write_config
 from tests.support.settings import make_settings
-from tests.support.workers import kill, start_worker_process, write_config
+from tests.support.workers import kill, start_worker_process
 
 TEXT = "text-classification"
 QUEUE = "keepalive"

@@ -10,9 +10,11 @@ import time
 import pytest
 from pipeq.worker.launcher import child_command, gpu_indices, parse_devices, pin_device, supervise
 
-from pipeq.cli import build_parser, main
+from devtools.config_files import write_config
+from pipeq.cli.main import build_parser, main
 from tests.support.settings import make_settings
-from tests.support.workers import ROOT, write_config
+from tests.support.waiting import wait_until
+from tests.support.workers import ROOT
 
 
 def test_cpu_hides_every_gpu():
@@ -35,7 +37,7 @@ def test_other_devices_are_refused(device):
 
 def test_the_worker_process_sees_the_pinned_environment_before_torch_loads():
     code = (
-        "import sys, worker.launcher as l; l.pin_device('cuda:1');"
+        "import sys, pipeq.worker.launcher as l; l.pin_device('cuda:1');"
         "assert 'torch' not in sys.modules; import os, torch;"
         "print(os.environ['CUDA_VISIBLE_DEVICES'], torch.cuda.device_count() <= 1)"
     )
@@ -135,7 +137,7 @@ def test_sigterm_stops_a_real_cpu_worker_and_its_parent(tmp_path, redis_url, s3_
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for(lambda: b" ready." in log.read_bytes(), 90, log)
+        wait_until(lambda: b" ready." in log.read_bytes(), 90, 0.2, f"the worker was not ready in 90 s; its log: {log}")
         child = int(re.search(rb"worker pid (\d+) on cpu", log.read_bytes()).group(1))
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(60) == 0
@@ -145,10 +147,3 @@ def test_sigterm_stops_a_real_cpu_worker_and_its_parent(tmp_path, redis_url, s3_
     with pytest.raises(ProcessLookupError):  # stopped and reaped by the parent
         os.kill(child, 0)
     assert b"Warm shutdown" in log.read_bytes()
-
-
-def _wait_for(condition, timeout: float, log) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-        time.sleep(0.2)

@@ -79,8 +79,10 @@ def test_gpus_beyond_the_visible_ones_are_refused_at_start(monkeypatch):
         check_can_load([entry("two", devices=[0, 1])], "cuda:0")
 
 
-def test_cpu_only_entries_pass_the_start_check():
-    check_can_load([entry(), entry("host", max_memory={"cpu": "1GiB"})], "cpu")
+def test_host_memory_alone_passes_the_start_check_and_a_gpus_memory_does_not():
+    check_can_load([entry(), entry("host", max_memory={"cpu": "1GiB"})], "cpu")  # raises nothing
+    with pytest.raises(ValueError, match=r"model gpu asks for GPUs \[0\]; this worker runs on cpu"):
+        check_can_load([entry(), entry("gpu", max_memory={"0": "1GiB", "cpu": "1GiB"})], "cpu")
 
 
 def test_device_map_auto_loads_on_cpu_within_max_memory(tiny, monkeypatch):
@@ -120,8 +122,10 @@ def test_a_model_larger_than_the_bound_loads_alone_with_a_warning(tiny, caplog):
     cache = PipelineCache("cpu", max_bytes=1)
     with caplog.at_level(logging.WARNING, logger="pipeq.worker.pipelines"):
         cache.get(entry("a", id=str(tiny)))
-        assert cache.get(entry("b", id=str(tiny))) is not None
+        b = cache.get(entry("b", id=str(tiny)))
     assert cache.loaded() == ["b"]
+    assert cache.held_bytes() == pipeline_bytes(b) > 1
+    assert b("a fine day")[0]["label"] in b.model.config.id2label.values()
     assert "more than the cache's 1" in caplog.text
 
 
@@ -135,8 +139,9 @@ def test_an_unbounded_cache_keeps_every_model(tiny):
 def test_a_cpu_worker_serving_a_quantized_model_refuses_to_start(redis_url, s3_endpoint, tmp_path, redis_db):
     from pipeq.config.catalogue import ModelEntry
 
+    from devtools.config_files import write_config
     from tests.support.settings import make_settings
-    from tests.support.workers import start_worker_process, write_config
+    from tests.support.workers import start_worker_process
 
     settings = make_settings(redis_url, s3_endpoint, {}, db=redis_db)
     entry = ModelEntry(name="big", id="org/big", task="text-generation", queue="q8", quantization="8bit")
