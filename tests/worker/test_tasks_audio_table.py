@@ -23,7 +23,10 @@ from devtools.media import encode_audio, picture, speech, truncated, video
 from devtools.tiny_audio_table import CLAP_SECONDS, VIDEO_FRAMES
 from pipeq.core.contract import InvalidJob
 from tests.support.compare import same
+from tests.support.decoded import samples_of
+from tests.support.jobs import check, failed, run
 from tests.support.settings import model_name
+from tests.support.spy import Spy
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -61,24 +64,6 @@ REQUESTS = [
 ]
 
 
-def run(client, task, inputs, parameters=None, model=None):
-    ids = client.submit_many(task, inputs, model=model or model_name(task), parameters=parameters)
-    records = client.wait_many(ids, timeout=180)
-    return [records[job_id] for job_id in ids]
-
-
-def check(records, expected):
-    for record, want in zip(records, expected, strict=True):
-        assert record.state == "succeeded", record.error
-        assert same(record.result, want), (record.result, want)
-
-
-def check_failed(record, error_type, match):
-    assert record.state == "failed", record.result
-    assert record.error.type == error_type, record.error
-    assert match in record.error.message, record.error.message
-
-
 def wav_samples(result: dict) -> tuple[np.ndarray, int]:
     """The samples and rate of a ``{"content_type": "audio/wav", "data": <base64>}`` result."""
     assert result["content_type"] == "audio/wav"
@@ -113,26 +98,12 @@ def test_text_to_audio_is_deterministic_and_speakers_differ(reference):
 def test_text_to_audio_bad_inputs_fail_alone(client):
     records = run(client, "text-to-audio", [TEXTS[0], b"\xff\xfe\x00 not text", TEXTS[2], "日本語です"])
     assert [record.state for record in records] == ["succeeded", "failed", "succeeded", "failed"]
-    check_failed(records[1], "UnreadableMedia", "not UTF-8 text")
-    check_failed(records[3], "PipelineError", "the text has no character this model can speak: its tokenizer knows")
+    failed(records[1], "UnreadableMedia", "not UTF-8 text")
+    failed(records[3], "PipelineError", "the text has no character this model can speak: its tokenizer knows")
     [speaker] = run(client, "text-to-audio", [TEXTS[0]], {"forward_params": {"speaker_id": 7}})
-    check_failed(speaker, "PipelineError", "speaker_id` in the range 0-1")
+    failed(speaker, "PipelineError", "speaker_id` in the range 0-1")
     [generate] = run(client, "text-to-audio", [TEXTS[0]], {"generate_kwargs": {"max_new_tokens": 4}})
-    check_failed(generate, "PipelineError", "use `forward_params` instead")
-
-
-class Spy:
-    """A pipeline that records what each call was given."""
-
-    def __init__(self, pipe) -> None:
-        self.pipe, self.calls = pipe, []
-
-    def __getattr__(self, name):
-        return getattr(self.pipe, name)
-
-    def __call__(self, inputs, **kwargs):
-        self.calls.append(inputs)
-        return self.pipe(inputs, **kwargs)
+    failed(generate, "PipelineError", "use `forward_params` instead")
 
 
 @pytest.mark.parametrize(
@@ -145,7 +116,7 @@ def test_unbatchable_tasks_get_a_call_per_input(reference, task, values):
     spy = Spy(reference(task))
     items = [Decoded(copy.deepcopy(value), 20.0) for value in values]  # one size: one run, if batching were allowed
     results = run_group(spy, task_spec(task), {}, 8, items)
-    assert len(spy.calls) == len(values) and not any(isinstance(call, list) for call in spy.calls)
+    assert [len(call) for call in spy.calls] == [1] * len(values)
     for result, value in zip(results, values, strict=True):
         single = spy.pipe(copy.deepcopy(value))
         if task == "text-to-audio":
@@ -178,7 +149,7 @@ def test_zero_shot_audio_classification_matches_the_pipeline(client, reference, 
     inputs = [upload(data[0], ".wav"), data[1], upload(data[2], ".wav")]
     records = run(client, "zero-shot-audio-classification", inputs, parameters)
     pipe = reference("zero-shot-audio-classification")
-    heard = [soundfile.read(io.BytesIO(wav), dtype="float32")[0] for wav in data[:2]]
+    heard = [samples_of(wav) for wav in data[:2]]
     heard.append(decode_audio(data[2], CLAP_RATE))
     assert all(len(samples) < CLAP_SECONDS * CLAP_RATE for samples in heard)  # longer clips are cropped at random
     check(records, [pipe(samples, **parameters) for samples in heard])
@@ -201,7 +172,7 @@ def test_zero_shot_audio_classification_bad_inputs_fail_alone(client, upload):
     records = run(client, "zero-shot-audio-classification", inputs, {"candidate_labels": ["a", "b"]})
     assert [record.state for record in records] == ["succeeded", "failed", "failed", "succeeded"]
     for record in records[1:3]:
-        check_failed(record, "UnreadableMedia", "unreadable audio")
+        failed(record, "UnreadableMedia", "unreadable audio")
     with pytest.raises(InvalidJob, match="needs the parameter"):
         client.submit("zero-shot-audio-classification", good, model=model_name("zero-shot-audio-classification"))
 
@@ -239,9 +210,9 @@ def test_video_classification_bad_inputs_fail_alone(client, reference, as_file):
     inputs = [video(frames=10, seed=5), picture(), truncated(video()), short]
     records = run(client, "video-classification", inputs, {"frame_sampling_rate": 2})
     assert [record.state for record in records] == ["succeeded", "failed", "failed", "failed"]
-    check_failed(records[1], "UnreadableMedia", "unreadable video")
-    check_failed(records[2], "UnreadableMedia", "unreadable video")
-    check_failed(records[3], "PipelineError", "the video has 6 frame(s)")
+    failed(records[1], "UnreadableMedia", "unreadable video")
+    failed(records[2], "UnreadableMedia", "unreadable video")
+    failed(records[3], "PipelineError", "the video has 6 frame(s)")
     assert "send a longer video or pass a smaller frame_sampling_rate" in records[3].error.message
     with pytest.raises(RuntimeError):  # what the check spares: the model's shape error on too few frames
         reference("video-classification")(as_file(short), frame_sampling_rate=2)
@@ -249,7 +220,7 @@ def test_video_classification_bad_inputs_fail_alone(client, reference, as_file):
 
 def test_other_num_frames_than_the_models_fail_saying_which_it_takes(client):
     records = run(client, "video-classification", [video(frames=12, seed=6)], {"num_frames": VIDEO_FRAMES + 2})
-    check_failed(records[0], "PipelineError", f"made for num_frames={VIDEO_FRAMES}: leave num_frames out")
+    failed(records[0], "PipelineError", f"made for num_frames={VIDEO_FRAMES}: leave num_frames out")
 
 
 # --- table-question-answering -------------------------------------------------------------------------------------
@@ -280,7 +251,7 @@ def test_table_question_answering_matches_the_pipeline(client, reference, parame
 def test_malformed_tables_fail_alone(client, question, match):
     records = run(client, "table-question-answering", [TABLE_QUESTIONS[0], question, TABLE_QUESTIONS[2]])
     assert [record.state for record in records] == ["succeeded", "failed", "succeeded"]
-    check_failed(records[1], "WrongInputKind", match)
+    failed(records[1], "WrongInputKind", match)
 
 
 def test_without_pandas_table_questions_fail_saying_so(monkeypatch):
@@ -322,11 +293,11 @@ def test_malformed_questions_fail_alone(client, questions, match):
     bad = {"state": "Hello", "questions": questions}
     records = run(client, "decision", [REQUESTS[0], bad, REQUESTS[1]])
     assert [record.state for record in records] == ["succeeded", "failed", "succeeded"]
-    check_failed(records[1], "PipelineError", match)
+    failed(records[1], "PipelineError", match)
 
 
 def test_decision_assets_need_a_model_that_sees_images(client):
     with_image = {**REQUESTS[2], "state": "Is <img-1> broken?", "assets": {"<img-1>": picture()}}
     records = run(client, "decision", [with_image, REQUESTS[0]])
-    check_failed(records[0], "PipelineError", "Images need a model whose processor handles them")
+    failed(records[0], "PipelineError", "Images need a model whose processor handles them")
     assert records[1].state == "succeeded", records[1].error

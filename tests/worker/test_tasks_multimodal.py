@@ -2,12 +2,9 @@
 inputs and chats, each job's result equal to transformers.pipeline on the same tiny model and the same pictures."""
 
 import importlib.util
-import io
 from typing import Any
 
 import pytest
-import soundfile
-from PIL import Image
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import task_spec
@@ -20,8 +17,10 @@ from devtools.media import encode_audio, picture, speech, truncated
 from devtools.tiny_multimodal import AUDIO_PROMPT
 from pipeq.core.contract import InvalidJob, Job, make_input
 from tests.support.compare import same
-from tests.support.jobs import check, run
+from tests.support.decoded import rgb, samples_of
+from tests.support.jobs import check, failed, run
 from tests.support.settings import model_name
+from tests.support.spy import Spy
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -29,16 +28,6 @@ VISION, OMNI, MATCHING = "image-text-to-text", "any-to-any", "keypoint-matching"
 GREEDY = {"max_new_tokens": 5, "generate_kwargs": {"do_sample": False}}
 PROMPTS = ["<image> What is this?", "<image> Describe the picture in a few words, please.", "<image> Colours?"]
 MISSING = "s3://media/no-such-picture.png"
-
-
-def failed(record: Any, error_type: str, message: str) -> None:
-    assert record.state == "failed", record.result
-    assert record.error.type == error_type, record.error
-    assert message in record.error.message, record.error.message
-
-
-def rgb(data: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(data)).convert("RGB")
 
 
 def as_pipeline_sees(value: Any, media: dict[str, bytes]) -> Any:
@@ -127,24 +116,6 @@ def test_continue_final_message_is_passed_on(client, reference, pictures):
     assert len(records[0].result[0]["generated_text"]) == 3  # a new assistant message after the prefill
 
 
-class Recording:
-    """A pipeline that notes how many inputs each call takes."""
-
-    def __init__(self, pipe: Any) -> None:
-        self.pipe, self.calls = pipe, []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.pipe, name)
-
-    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
-        if "batch_size" not in kwargs:  # a call on one input
-            self.calls.append(1)
-            return self.pipe(inputs, **kwargs)
-        items = list(inputs)
-        self.calls.append(len(items))
-        return self.pipe(items if isinstance(inputs, list) else (item for item in items), **kwargs)
-
-
 def test_prompts_and_chats_share_calls_with_their_own_kind_and_equal_single_calls(reference):
     data = [picture(64, 48, seed=seed) for seed in (5, 6, 7)]
     raw = [
@@ -156,9 +127,9 @@ def test_prompts_and_chats_share_calls_with_their_own_kind_and_equal_single_call
     ]
     spec = task_spec(VISION)
     items = [decode(spec, value, Limits()) for value in raw]
-    pipe = Recording(reference(VISION))
+    pipe = Spy(reference(VISION))
     results = run_group(pipe, spec, GREEDY, 8, items)
-    assert sorted(pipe.calls) == [2, 3]  # the three prompts in one call, the two chats in another
+    assert sorted(len(call) for call in pipe.calls) == [2, 3]  # the three prompts in one call, the two chats in another
     singles = [reference(VISION)(decode(spec, value, Limits()).value, **GREEDY) for value in raw]
     for result, single in zip(results, singles, strict=True):
         assert same(result, single), (result, single)
@@ -219,7 +190,7 @@ def test_a_job_without_text_that_skips_the_client_fails_alone_on_receipt(client,
 def clips(upload) -> tuple[list[str | bytes], list]:
     """Spoken clips as WAV (one uploaded, one inline) and their samples as the worker decodes them."""
     wavs = [encode_audio(speech(words), "WAV") for words in ("yes", "no thank you")]
-    samples = [soundfile.read(io.BytesIO(wav), dtype="float32")[0] for wav in wavs]
+    samples = [samples_of(wav) for wav in wavs]
     return [upload(wavs[0], ".wav"), wavs[1]], samples
 
 
@@ -321,7 +292,7 @@ def test_multimodal_decoding():
     [message] = decode(task_spec(VISION), chat, Limits()).value
     assert message["content"][0]["url"].tobytes() == rgb(data).tobytes()
     audio = decode(task_spec(OMNI), {"text": "x", "audio": wav}, Limits(), 16_000).value["audio"]
-    assert audio.dtype.name == "float32" and len(audio) == len(soundfile.read(io.BytesIO(wav))[0])
+    assert audio.dtype.name == "float32" and len(audio) == len(samples_of(wav))
     pair = decode(task_spec(MATCHING), {"images": [data, data]}, Limits()).value
     assert [image.size for image in pair] == [(64, 48), (64, 48)]
     for bad, message in (

@@ -3,15 +3,15 @@
 import io
 
 import pytest
-import soundfile
 from PIL import Image, ImageDraw
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import task_spec
 from pipeq.worker.decoding import decode
 from pipeq.worker.errors import UnreadableMedia, WrongInputKind
 
-from devtools.media import encode_audio, picture, speech
+from devtools.media import SAMPLING_RATE, encode_audio, picture, speech
 from pipeq.core.contract import InvalidJob
+from tests.support.decoded import rgb, samples_of
 from tests.support.jobs import check, run
 from tests.support.settings import model_name
 
@@ -24,10 +24,6 @@ CHATS = [
     {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]},
 ]
 DOCUMENT_TEXT = "Invoice 4711 total 99 dollars due March"
-
-
-def rgb(data: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(data)).convert("RGB")
 
 
 def document(text: str = DOCUMENT_TEXT) -> bytes:
@@ -72,13 +68,15 @@ def test_chats_match_the_pipeline(client, reference, parameters):
         assert isinstance(generated, str)
 
 
-def test_sampling_options_are_passed_on(client):
-    params = {"max_new_tokens": 4, "do_sample": True, "top_p": 0.9, "temperature": 0.7, "return_full_text": False}
-    records = run(client, "text-generation", ["Once upon a time", CHATS[0]], params)
-    for record in records:
-        assert record.state == "succeeded", record.error
-        [generated] = record.result
-        assert isinstance(generated["generated_text"], str | list)
+def test_sampling_options_are_passed_on(client, reference):
+    """Sampling from the single most likely token (top_k=1) is greedy decoding: the results are deterministic, so
+    they can equal the pipeline's; a worker that dropped top_k would sample at random."""
+    params = {"max_new_tokens": 4, "do_sample": True, "top_k": 1, "top_p": 0.9, "temperature": 0.7}
+    params["return_full_text"] = False
+    records = run(client, "text-generation", [TEXTS[0], CHATS[0]], params)
+    pipe = reference("text-generation")
+    check(records, [pipe(TEXTS[0], **params), pipe(list(CHATS[0]["messages"]), **params)])
+    assert all(isinstance(record.result[0]["generated_text"], str) for record in records)  # the new text alone
 
 
 def test_a_malformed_chat_is_refused(client):
@@ -106,8 +104,8 @@ def test_audio_classification_matches_the_pipeline(client, reference, upload, pa
         client, "audio-classification", [upload(data[0], ".wav"), upload(data[1], ".wav"), data[2]], parameters
     )
     pipe = reference("audio-classification")
-    decoded = [soundfile.read(io.BytesIO(wav), dtype="float32")[0] for wav in data]  # as the worker hears them
-    check(records, [pipe({"raw": clip, "sampling_rate": 16_000}, **(parameters or {})) for clip in decoded])
+    heard = [{"raw": samples_of(wav), "sampling_rate": SAMPLING_RATE} for wav in data]
+    check(records, [pipe(clip, **(parameters or {})) for clip in heard])
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,10 @@ from devtools.media import picture, truncated
 from pipeq.core.contract import InvalidJob
 from pipeq.core.records import JobRecord
 from tests.support.compare import same
-from tests.support.jobs import check, run
+from tests.support.decoded import rgb
+from tests.support.jobs import check, failed, run
 from tests.support.settings import model_name
+from tests.support.spy import Spy
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -43,11 +45,6 @@ def pictures() -> list[bytes]:
 def run_pictures(client, upload, task: str, images: list[bytes], parameters: dict | None = None) -> list[JobRecord]:
     """The first picture travels as an s3:// object, the others inline."""
     return run(client, task, [upload(images[0], ".png"), *images[1:]], parameters)
-
-
-def rgb(data: bytes) -> Image.Image:
-    """The picture as the worker decodes it."""
-    return Image.open(io.BytesIO(data)).convert("RGB")
 
 
 def png(value: dict) -> np.ndarray:
@@ -115,9 +112,7 @@ def test_segmentation_parameters_change_the_segments(client, upload):
 def test_an_unknown_subtask_fails_each_job_saying_so(client, upload):
     records = run_pictures(client, upload, "image-segmentation", pictures()[:2], {"subtask": "outline"})
     for record in records:
-        assert record.state == "failed"
-        assert record.error.type == "PipelineError"
-        assert "Subtask outline is not supported" in record.error.message
+        failed(record, "PipelineError", "Subtask outline is not supported")
 
 
 # --- depth-estimation ---------------------------------------------------------------------------------------
@@ -150,24 +145,11 @@ def test_images_share_a_call_only_when_the_processor_gives_them_one_shape(refere
     images = [rgb(picture(width, height, seed=i)) for i, (width, height) in enumerate(sizes)]
     items = [Decoded(image, float(image.width * image.height)) for image in images]
     for task, mixed, matches in (("depth-estimation", False, same_depth), ("image-feature-extraction", True, same)):
-        pipe = CallRecorder(reference(task))
+        pipe = Spy(reference(task))
         results = run_group(pipe, TASKS[task], {}, 8, items)
         assert all(matches(result, reference(task)(image)) for result, image in zip(results, images, strict=True))
-        assert {len(set(call)) > 1 for call in pipe.calls if len(call) > 1} == {mixed}
-
-
-class CallRecorder:
-    """A real pipeline that records the image sizes each call gets."""
-
-    def __init__(self, pipe) -> None:
-        self.pipe, self.calls = pipe, []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.pipe, name)
-
-    def __call__(self, inputs, **params):
-        self.calls.append([image.size for image in inputs] if isinstance(inputs, list) else [inputs.size])
-        return self.pipe(inputs, **params)
+        shared = [{image.size for image in call} for call in pipe.calls if len(call) > 1]
+        assert {len(sizes) > 1 for sizes in shared} == {mixed}  # some calls shared; mixed sizes only when allowed
 
 
 # --- zero-shot-object-detection -----------------------------------------------------------------------------
@@ -233,9 +215,7 @@ def test_masks_match_the_pipeline(client, reference, upload, parameters):
 def test_mask_generation_without_torchvision_fails_each_job_saying_what_to_install(client, upload):
     records = run_pictures(client, upload, "mask-generation", pictures()[:2], MASKS)
     for record in records:
-        assert record.state == "failed"
-        assert record.error.type == "ModelUnavailable"
-        assert "pip install torchvision" in record.error.message
+        failed(record, "ModelUnavailable", "pip install torchvision")
 
 
 # --- bad inputs ---------------------------------------------------------------------------------------------
@@ -249,9 +229,7 @@ def test_a_corrupt_image_fails_only_its_own_job(client, upload, task):
     inputs = [good, truncated(good), upload(b"not an image at all", ".png"), upload(good, ".png")]
     records = run(client, task, inputs, PARAMETERS.get(task))
     for record in (records[1], records[2]):
-        assert record.state == "failed"
-        assert record.error.type == "UnreadableMedia"
-        assert "image" in record.error.message
+        failed(record, "UnreadableMedia", "unreadable image")
     if task != "mask-generation" or HAS_TORCHVISION:
         assert [records[0].state, records[3].state] == ["succeeded", "succeeded"]
         assert same(records[0].result, records[3].result)  # the same picture, inline and from s3

@@ -10,7 +10,9 @@ from pipeq.worker.decoding import decode_audio
 from pipeq.worker.grouping import SIMILAR
 
 from devtools.media import SAMPLING_RATE, encode_audio, repeated, speech
+from pipeq.core.records import JobRecord
 from tests.support.compare import same
+from tests.support.jobs import check, run
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -42,12 +44,9 @@ def expected(pipe, data: bytes, **parameters):
     return pipe({"raw": decode_audio(data, SAMPLING_RATE), "sampling_rate": SAMPLING_RATE}, **parameters)
 
 
-def run_jobs(client, upload, data: list[bytes], parameters: dict) -> list:
-    ids = client.submit_many(ASR, [upload(item, ".wav") for item in data], model=MODEL, parameters=parameters)
-    records = client.wait_many(ids, timeout=120)
-    for job_id in ids:
-        assert records[job_id].state == "succeeded", records[job_id].error
-    return [records[job_id] for job_id in ids]
+def run_jobs(client, upload, data: list[bytes], parameters: dict) -> list[JobRecord]:
+    """The WAV clips ``data``, uploaded, as jobs for the tiny Whisper; their records, in order."""
+    return run(client, ASR, [upload(item, ".wav") for item in data], parameters, model=MODEL)
 
 
 def test_the_tiny_whisper_tells_clips_apart(whisper, clips):
@@ -57,18 +56,18 @@ def test_the_tiny_whisper_tells_clips_apart(whisper, clips):
 
 
 def test_a_whisper_job_gives_the_pipelines_transcript(client, upload, whisper, clips):
-    (record,) = run_jobs(client, upload, clips[:1], {})
-    assert set(record.result) == {"text"}
-    assert same(record.result, expected(whisper, clips[0]))
+    records = run_jobs(client, upload, clips[:1], {})
+    check(records, [expected(whisper, clips[0])])
+    assert set(records[0].result) == {"text"}
 
 
 @pytest.mark.parametrize("timestamps", [True, "word"])
 def test_timestamps(timestamps, client, upload, whisper, clips):
     parameters = {"return_timestamps": timestamps}
-    (record,) = run_jobs(client, upload, clips[:1], parameters)
+    records = run_jobs(client, upload, clips[:1], parameters)
     reference = expected(whisper, clips[0], **parameters)
     assert reference["chunks"], "the reference has no timestamped chunks to compare"
-    assert same(record.result, reference)
+    check(records, [reference])
 
 
 @pytest.mark.parametrize(
@@ -78,11 +77,11 @@ def test_timestamps(timestamps, client, upload, whisper, clips):
 )
 def test_language_and_task_in_generate_kwargs(generate_kwargs, client, upload, whisper, clips):
     parameters = {"generate_kwargs": generate_kwargs}
-    (record,) = run_jobs(client, upload, clips[:1], parameters)
+    records = run_jobs(client, upload, clips[:1], parameters)
     reference = expected(whisper, clips[0], **parameters)
     # The forced prompt changes what the model writes: a worker that dropped generate_kwargs would not match.
     assert reference != expected(whisper, clips[0])
-    assert same(record.result, reference)
+    check(records, [reference])
 
 
 @pytest.mark.parametrize("timestamps", [False, True])
@@ -90,11 +89,9 @@ def test_seventy_seconds_in_thirty_second_chunks(timestamps, client, upload, whi
     ogg = repeated(speech(" ".join(SENTENCES)), "OGG", "VORBIS", 70 / 60)
     assert 70 <= len(decode_audio(ogg, SAMPLING_RATE)) / SAMPLING_RATE < 90
     parameters = {"chunk_length_s": 30, "return_timestamps": timestamps}
-    job = client.submit(ASR, upload(ogg, ".ogg"), model=MODEL, parameters=parameters)
-    record = client.wait(job, timeout=300)
-    assert record.state == "succeeded", record.error
+    records = run(client, ASR, [upload(ogg, ".ogg")], parameters, model=MODEL, timeout=300)
     reference = expected(whisper, ogg, **parameters)
-    assert same(record.result, reference)
+    check(records, [reference])
     # Three 30 s windows, stitched: more text than the first window's alone.
     first = {"raw": decode_audio(ogg, SAMPLING_RATE)[: 30 * SAMPLING_RATE], "sampling_rate": SAMPLING_RATE}
     assert len(reference["text"]) > len(whisper(first, return_timestamps=timestamps)["text"])
@@ -111,23 +108,21 @@ def test_jobs_in_one_micro_batch_give_their_single_call_results(parameters, clie
     assert len(set(lengths)) == len(lengths) and min(lengths) >= SIMILAR * max(lengths)
     records = run_jobs(client, upload, clips, parameters)
     assert max(record.micro_batch_jobs for record in records) > 1, [record.micro_batch_jobs for record in records]
-    results = [record.result for record in records]
     references = [expected(whisper, clip, **parameters) for clip in clips]
     assert len({str(reference) for reference in references}) > 1  # the clips' outputs differ: no mix-up goes unseen
-    for result, reference in zip(results, references, strict=True):
-        assert same(result, reference)
+    check(records, references)
 
 
 def test_word_timestamps_in_one_micro_batch_give_their_single_call_results(client, upload, whisper, clips):
     parameters = {"return_timestamps": "word"}
     records = run_jobs(client, upload, clips, parameters)
     assert max(record.micro_batch_jobs for record in records) > 1
-    for record, clip in zip(records, clips, strict=True):
-        assert same(record.result, expected(whisper, clip, **parameters))
+    check(records, [expected(whisper, clip, **parameters) for clip in clips])
 
 
 def test_the_batched_word_timestamps_gap_is_in_the_pipeline_itself(whisper, clips):
-    """Why the test above fails: the plain pipeline's own batched call differs from its single calls."""
+    """Why the worker gives Whisper's word-timestamp jobs a call each (the test above): the plain pipeline's own
+    batched call differs from its single calls."""
     samples = [{"raw": decode_audio(clip, SAMPLING_RATE), "sampling_rate": SAMPLING_RATE} for clip in clips]
     singles = [whisper(dict(sample), return_timestamps="word") for sample in samples]
     batched = list(whisper([dict(sample) for sample in samples], batch_size=len(samples), return_timestamps="word"))
