@@ -8,7 +8,7 @@ from pipeq.config.settings import Settings
 EXAMPLE = "config/pipeq.example.toml"
 
 
-def test_the_example_config_loads(monkeypatch):
+def test_the_example_config_loads():
     settings = load_settings(EXAMPLE)
     assert settings.broker_url == "redis://127.0.0.1:6379/0"
     assert settings.catalogue.queues() == ["cpu", "gpu"]

@@ -136,12 +136,14 @@ def test_dict_only_tasks_need_their_keys_and_inline_media_within_limits():
 
 
 def test_chat_text_is_measured_without_its_media():
-    chat = {
-        "messages": [
-            {"role": "user", "content": [{"type": "image", "image": b"x" * 50}, {"type": "text", "text": "hi"}]}
-        ]
-    }
-    Job(task="image-text-to-text", model="m", input=make_input(chat)).check(Limits(max_text_chars=2))
+    def chat(text: str) -> dict:
+        parts = [{"type": "image", "image": b"x" * 50}, {"type": "text", "text": text}]
+        return {"messages": [{"role": "user", "content": parts}]}
+
+    limits = Limits(max_text_chars=2)
+    Job(task="image-text-to-text", model="m", input=make_input(chat("hi"))).check(limits)  # 50 bytes of image
+    with pytest.raises(InvalidJob, match="chat of 3 characters exceeds the limit of 2"):
+        Job(task="image-text-to-text", model="m", input=make_input(chat("hi!"))).check(limits)
 
 
 def test_task_aliases_name_the_task_itself():

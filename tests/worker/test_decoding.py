@@ -4,6 +4,7 @@ import io
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import TASKS
@@ -26,15 +27,18 @@ def samples():
 def test_every_audio_format_decodes_to_mono_16k(samples, fmt):
     decoded = decode(ASR, encode_audio(samples, fmt), Limits(), 16_000)
     assert decoded.value["sampling_rate"] == 16_000
-    assert decoded.value["raw"].dtype.name == "float32"
+    assert decoded.value["raw"].dtype.name == "float32" and decoded.value["raw"].ndim == 1
     assert decoded.size == pytest.approx(len(samples) / 16_000, abs=0.1)  # codecs pad a few frames
 
 
 def test_lossless_audio_decodes_to_the_same_samples(samples):
-    import numpy as np
-
     raw = decode_audio(encode_audio(samples, "WAV"), 16_000)
     assert np.allclose(raw, samples, atol=1 / 32768 + 1e-6)
+
+
+def test_stereo_audio_decodes_to_one_channel_of_the_same_length(samples):
+    stereo = np.stack([samples, samples * 0.5], axis=1)
+    assert decode_audio(encode_audio(stereo, "WAV"), 16_000).shape == (len(samples),)  # not interleaved, not 2-D
 
 
 def test_audio_is_resampled_to_the_models_rate(samples):
@@ -95,7 +99,7 @@ def test_chat_parts_decode_by_their_type():
 def test_media_where_none_is_expected_is_the_wrong_kind():
     with pytest.raises(WrongInputKind, match="media where none is expected"):
         decode(TASKS["table-question-answering"], {"table": picture(), "query": "q"}, Limits())
-    with pytest.raises(UnreadableMedia):
+    with pytest.raises(UnreadableMedia, match="unreadable image"):
         decode(TASKS["keypoint-matching"], {"images": [picture(), truncated(picture())]}, Limits())
 
 

@@ -1,5 +1,8 @@
 """Out-of-memory failures: recognised, memory given back, and a micro-batch split until its inputs fit."""
 
+import gc
+import weakref
+
 import pytest
 import torch
 from pipeq.config.tasks import TASKS
@@ -58,8 +61,25 @@ def test_other_failures_are_not_out_of_memory(exc):
     assert not is_out_of_memory(exc)
 
 
-def test_freeing_memory_works_without_a_gpu():
-    free_accelerator_memory()
+class Node:
+    """Something that can sit in a reference cycle."""
+
+    itself: "Node"
+
+
+def test_freeing_memory_collects_garbage_and_leaves_cuda_alone_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: pytest.fail("empty_cache called without a GPU"))
+    cycle = Node()
+    cycle.itself = cycle  # only the garbage collector frees it
+    collected = weakref.finalize(cycle, lambda: None)
+    del cycle
+    gc.disable()  # no automatic collection meanwhile
+    try:
+        free_accelerator_memory()
+    finally:
+        gc.enable()
+    assert not collected.alive
 
 
 def test_the_message_names_the_device_and_the_original_error():
