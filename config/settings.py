@@ -3,10 +3,11 @@
 import base64
 import binascii
 import os
+import warnings
 from functools import cached_property
 from pathlib import Path
 
-from pipeq.config.catalogue import Catalogue, ModelEntry
+from pipeq.config.catalogue import Catalogue, DeprecatedSetting, ModelEntry
 from pipeq.config.object_prefixes import SETTING, ObjectAccess, covers, normalise_prefix
 from pipeq.config.tasks import task_spec
 from pydantic import (
@@ -95,16 +96,39 @@ class Webhooks(BaseModel):
         default=None,
         description="signing secret, 'whsec_' + base64 of 24+ random bytes: `pipeq webhooks new-secret`",
     )
+    unsigned: bool = Field(
+        default=False,
+        description="deliver without a webhook-signature while no secret is set (receivers cannot tell such"
+        " deliveries from forgeries); without a secret and without this, nothing is delivered",
+    )
     queue: str = "pipeq.webhooks"
-    timeout: PositiveFloat = 10.0
+    timeout: PositiveFloat = Field(
+        default=10.0,
+        description="seconds one attempt may take in all: resolving, connecting, sending, the status line and"
+        " headers, reading the answer; the connection is closed when they are up",
+    )
     max_attempts: PositiveInt = 8
     backoff: PositiveFloat = Field(default=1.0, description="first retry delay in seconds, doubled each time")
     max_backoff: PositiveFloat = 600.0
     max_response_bytes: PositiveInt = 64 * 1024
-    max_redirects: int = 5
     allow_private: bool = Field(
-        default=False, description="allow loopback, private and link-local targets (tests, trusted networks)"
+        default=False,
+        description="allow special-purpose targets: loopback, private, link-local, ... (tests, trusted networks)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_redirects(cls, data: object) -> object:
+        """``max_redirects`` is gone: webhooks follow no redirects (a 3xx fails the delivery)."""
+        if isinstance(data, dict) and "max_redirects" in data:
+            data = {key: value for key, value in data.items() if key != "max_redirects"}
+            warnings.warn(
+                "[webhooks] max_redirects is ignored and deprecated: webhooks follow no redirects (a 3xx fails the"
+                " delivery, receivers must answer at the URL given); remove the setting",
+                DeprecatedSetting,
+                stacklevel=2,
+            )
+        return data
 
     @field_validator("secret")
     @classmethod
@@ -112,7 +136,6 @@ class Webhooks(BaseModel):
         if secret is not None:
             webhook_signing_key(secret.get_secret_value())
         return secret
-
 
 
 class IngestRule(BaseModel):

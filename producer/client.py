@@ -115,6 +115,7 @@ class Client:
                 task=job.task,
                 model=job.model,
                 submitted_at=job.submitted_at,
+                webhook=job.webhook,
                 payload_sha256=payload_sha256(job),
             )
             for job, _ in jobs

@@ -241,6 +241,7 @@ class Engine:
                     attempts=(previous.attempts if previous else 0) + 1,
                     micro_batch_jobs=len(jobs),
                     worker=self.worker_name,
+                    webhook=previous.webhook if previous else None,  # the producer's, not the message's
                 )
             )
         written = self.store.write(running)

@@ -78,6 +78,9 @@ class JobRecord(BaseModel):
     """How many jobs shared this job's micro-batch (not the pipeline's ``batch_size``)."""
     attempts: int = 0
     worker: str | None = None
+    webhook: str | None = None
+    """The job's webhook URL, as its producer submitted it: deliveries go here and nowhere else (a delivery
+    message naming another URL is refused). Later writes copy it from the stored record, never from a message."""
     payload_sha256: str | None = None
     """The digest of the job's payload (pipeq.core.contract.payload_sha256), set by the producer; a resubmission
     of the id with another payload is refused. Kept by every later write of the record, and last on purpose

@@ -9,7 +9,7 @@ from typing import Any
 from pipeq.config.settings import Settings
 from pipeq.core.records import RecordStore
 from pipeq.webhooks.dead_letters import DeadLetters
-from pipeq.webhooks.delivery import create_webhooks_app, redeliver
+from pipeq.webhooks.delivery import create_webhooks_app, missing_secret, redeliver
 from pipeq.webhooks.signing import new_secret
 
 
@@ -56,6 +56,10 @@ def run_cli(args: argparse.Namespace, load_settings: Callable[[], Settings]) -> 
         return 0
     settings = load_settings()
     if args.webhooks_action == "worker":
+        refusal = missing_secret(settings.webhooks)
+        if refusal:
+            print(f"pipeq webhooks worker: {refusal}", file=sys.stderr)
+            return 2
         run_webhooks_worker(settings, args.concurrency, args.loglevel, args.name)
         return 0
     if args.webhooks_action == "failed":

@@ -72,9 +72,16 @@ def test_redeliver_queues_the_delivery_again_and_forgets_the_dead_letter(setting
     [message] = redis.Redis.from_url(settings.broker_url).lrange("pipeq.webhooks", 0, -1)
     message = json.loads(message)
     assert message["headers"]["task"] == "pipeq.webhook"
-    assert json.loads(base64.b64decode(message["body"]))[0] == ["job-1", URL]
+    assert json.loads(base64.b64decode(message["body"]))[0] == ["job-1"]  # the URL is read from the job's record
 
 
 def test_redeliver_of_a_job_without_a_dead_letter_fails(settings, capsys):
     assert run_cli(parse("redeliver", "job-404"), lambda: settings) == 2
     assert capsys.readouterr().err == "pipeq: no failed webhook delivery for job job-404\n"
+
+
+def test_the_worker_refuses_to_start_without_a_secret_unless_unsigned_is_set(settings, capsys):
+    assert run_cli(parse("worker"), lambda: settings) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pipeq webhooks worker: no [webhooks] secret is set")
+    assert "`pipeq webhooks new-secret`" in err and "unsigned = true" in err

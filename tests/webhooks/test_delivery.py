@@ -169,11 +169,17 @@ def submit(hooks: Hooks, url: str, text: str = "a fine product", job_id: str | N
     return hooks.client.submit(TEXT, text, webhook=url, job_id=job_id)
 
 
-def store_final_record(hooks: Hooks) -> str:
-    """A succeeded job written straight to Redis, for deliveries queued by hand."""
+def store_final_record(hooks: Hooks, webhook: str | None) -> str:
+    """A succeeded job with this webhook, written straight to Redis, for deliveries queued by hand."""
     job_id = str(uuid.uuid4())
     record = JobRecord(
-        state="succeeded", id=job_id, task=TEXT, model=model_name(TEXT), submitted_at=now(), finished_at=now()
+        state="succeeded",
+        id=job_id,
+        task=TEXT,
+        model=model_name(TEXT),
+        submitted_at=now(),
+        finished_at=now(),
+        webhook=webhook,
     )
     RecordStore(hooks.settings.result_backend).write([record.model_copy(update={"result": {"label": "ok"}})])
     return job_id
@@ -307,8 +313,8 @@ def test_a_delivered_job_is_not_posted_again_when_its_delivery_is_queued_again(h
 
 
 def test_deliveries_of_one_job_running_at_once_post_once(hooks):
-    job_id = store_final_record(hooks)
     with Receiver(Reply(200, delay=0.3)) as receiver:
+        job_id = store_final_record(hooks, receiver.url)
         queue_delivery(hooks, job_id, receiver.url, times=3)  # three threads pick them up together
         hooks.runs.wait_finished(job_id, runs=3)
         assert len(receiver.requests) == 1
@@ -320,12 +326,38 @@ def test_an_unsafe_url_is_dead_lettered_without_an_attempt(hooks):
     )
     deliver = create_webhooks_app(strict).tasks[DELIVER_TASK]
     for url, reason in [("http://169.254.169.254/latest/meta-data/", "link-local"), ("http://10.0.0.1/", "private")]:
-        job_id = store_final_record(hooks)
-        deliver.apply(args=[job_id, url])  # in this thread; nothing is sent anywhere
+        job_id = store_final_record(hooks, url)
+        deliver.apply(args=[job_id])  # in this thread; nothing is sent anywhere
         entry = json.loads(hooks.redis.hget("pipeq:webhooks:failed", job_id))
         assert entry["attempts"] == 1
         assert reason in entry["last_error"]
         assert "public addresses only" in entry["last_error"]
+
+
+def test_a_delivery_goes_to_the_url_in_the_job_record_and_nowhere_else(hooks, receiver):
+    with Receiver() as elsewhere:
+        job_id = store_final_record(hooks, receiver.url)
+        hooks.app.send_task(DELIVER_TASK, args=[job_id, elsewhere.url], queue=hooks.settings.webhooks.queue)
+        hooks.runs.wait_finished(job_id)
+        assert elsewhere.requests == [] and receiver.requests == []
+    entry = json.loads(hooks.redis.hget("pipeq:webhooks:failed", job_id))
+    assert entry["url"] == receiver.url  # the record's, not the message's
+    assert f"refusing a delivery of job {job_id} to {elsewhere.url}" in entry["last_error"]
+    assert "deliveries go only to the URL in the job's record" in entry["last_error"]
+
+    queue_delivery(hooks, job_id, elsewhere.url)  # as pipeq queues them: the job id alone
+    hooks.runs.wait_finished(job_id, runs=2)
+    [request] = receiver.wait_for(1)
+    assert verify(request.headers, request.body, SECRET)["id"] == job_id
+
+
+def test_a_job_whose_record_names_no_webhook_gets_no_delivery(hooks, receiver):
+    job_id = store_final_record(hooks, None)
+    queue_delivery(hooks, job_id, receiver.url)
+    hooks.runs.wait_finished(job_id)
+    assert receiver.requests == []
+    entry = json.loads(hooks.redis.hget("pipeq:webhooks:failed", job_id))
+    assert f"job {job_id}'s record names no webhook" in entry["last_error"]
 
 
 # -- retry timing -----------------------------------------------------------------------------------------
