@@ -6,11 +6,13 @@ import os
 import warnings
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 from pipeq.config.catalogue import Catalogue, DeprecatedSetting, ModelEntry
 from pipeq.config.object_prefixes import SETTING, ObjectAccess, covers, normalise_prefix
 from pipeq.config.tasks import task_spec
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -161,6 +163,22 @@ class IngestRule(BaseModel):
         return bucket == self.bucket and key.startswith(self.prefix) and key.endswith(self.suffix)
 
 
+MIN_INGEST_ID_KEY_CHARS = 32
+NEW_INGEST_ID_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+"""A command that prints a good ``ingest_id_key``."""
+
+
+def _long_enough_id_key(key: SecretStr | None) -> SecretStr | None:
+    """An ``ingest_id_key`` of at least 32 characters; the message says how to make one, never the key."""
+    if key is not None and len(key.get_secret_value()) < MIN_INGEST_ID_KEY_CHARS:
+        raise ValueError(
+            f"ingest_id_key has {len(key.get_secret_value())} characters; it needs at least"
+            f" {MIN_INGEST_ID_KEY_CHARS} random ones, so that no one can compute the ids of ingested jobs:"
+            f" `{NEW_INGEST_ID_KEY}` prints one"
+        )
+    return key
+
+
 class Settings(BaseSettings):
     """Everything producers and workers need to know; see ``config/pipeq.example.toml``."""
 
@@ -200,6 +218,11 @@ class Settings(BaseSettings):
         default=256 * 1024, description="results larger than this (as JSON) go to results_bucket"
     )
     ingest: list[IngestRule] = []
+    ingest_id_key: Annotated[SecretStr | None, AfterValidator(_long_enough_id_key)] = Field(
+        default=None,
+        description="keys the ids of ingested jobs (HMAC-SHA256) so no one can predict them: 32+ random characters,"
+        " kept for good (a new key gives every object a new id); `pipeq ingest` needs it",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -13,6 +13,7 @@ closest to. Stops everything it started.
 import json
 import os
 import queue
+import secrets
 import subprocess
 import sys
 import threading
@@ -55,6 +56,7 @@ ARRIVALS = {
     "inbox/fern-care.txt": "Our ferns look dry; how often should someone water them?",
 }
 WEBHOOK_SECRET = new_secret()  # a fresh one per run, as `pipeq webhooks new-secret` prints
+INGEST_ID_KEY = secrets.token_urlsafe(32)  # keys ingested jobs' ids (ingest_id_key); kept for good in production
 
 
 def minilm_path() -> Path:
@@ -182,7 +184,7 @@ def event_driven(settings: Settings, known: np.ndarray, env: dict, processes: li
         "task": "feature-extraction",
         "webhook": f"http://127.0.0.1:{receiver.server_port}/pipeq",
     }
-    ingest_env = dict(env, PIPEQ_INGEST=json.dumps([rule]))
+    ingest_env = dict(env, PIPEQ_INGEST=json.dumps([rule]), PIPEQ_INGEST_ID_KEY=INGEST_ID_KEY)
     command = [sys.executable, "-m", "pipeq.cli", "ingest", "--poll", "0.5", "--backfill"]
     processes.append(subprocess.Popen(command, env=ingest_env))
     print(f"pipeq ingest polls s3://{BUCKET}/inbox/; webhooks go to a receiver on port {receiver.server_port}")
@@ -191,7 +193,7 @@ def event_driven(settings: Settings, known: np.ndarray, env: dict, processes: li
     files: dict[str, str] = {}
     for key, text in ARRIVALS.items():
         etag = s3.put_object(Bucket=BUCKET, Key=key, Body=text.encode())["ETag"].strip('"')
-        files[match([IngestRule(**rule)], BUCKET, key, etag).job_id] = key
+        files[match([IngestRule(**rule)], BUCKET, key, etag).job_id(INGEST_ID_KEY.encode())] = key
         print(f"dropped s3://{BUCKET}/{key}")
     names = list(DOCUMENTS)
     for _ in files:

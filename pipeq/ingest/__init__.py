@@ -7,6 +7,7 @@ notifications. ``events`` reads notifications, ``rules`` turns objects into jobs
 ``cli`` runs the sources.
 
 Exactly one job per object version: the job id is derived from bucket, key and ETag (else versionId, else the
-event's sequencer), so a duplicate event, a poll finding an object an event announced, or a restart submits an
-id that exists already, which enqueues nothing. The first matching rule decides an object's task.
+event's sequencer), keyed with ``ingest_id_key`` so no one else can compute it, so a duplicate event, a poll
+finding an object an event announced, or a restart submits an id that exists already, which enqueues nothing.
+The first matching rule decides an object's task.
 """

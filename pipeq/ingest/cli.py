@@ -9,15 +9,13 @@ import threading
 from typing import Any
 
 from pipeq.config.settings import Settings, load_settings
-from pipeq.ingest.http_endpoint import HttpEndpoint
-from pipeq.ingest.ingester import Ingester, Source
+from pipeq.ingest.http_endpoint import AUTH_TOKEN_ENV, HttpEndpoint, UnsafeEndpoint
+from pipeq.ingest.ingester import Ingester, MissingIdKey, Source, id_key
 from pipeq.ingest.polling import Poller
 from pipeq.ingest.redis_list import RedisListSource
 from pipeq.producer.client import Client
 
 log = logging.getLogger("pipeq.ingest")
-
-AUTH_TOKEN_ENV = "PIPEQ_INGEST_AUTH_TOKEN"
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -42,7 +40,8 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         "--auth-token",
         metavar="TOKEN",
         default=os.environ.get(AUTH_TOKEN_ENV),
-        help=f"require 'Authorization: Bearer TOKEN' on --http requests (default: ${AUTH_TOKEN_ENV})",
+        help=f"require 'Authorization: Bearer TOKEN' on --http requests (default: ${AUTH_TOKEN_ENV}, which keeps it"
+        " out of the process list); required unless --http listens on loopback",
     )
     parser.add_argument("--poll", type=float, metavar="SECONDS", help="list the rules' buckets every SECONDS")
     parser.add_argument(
@@ -52,16 +51,17 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def sources(args: argparse.Namespace, ingester: Ingester) -> list[Source]:
-    """The sources ``args`` name, ready to run (the HTTP endpoint already bound)."""
+    """The sources ``args`` name, ready to run (the HTTP endpoint already listening). UnsafeEndpoint, before any
+    other source is made, for an HTTP endpoint others could reach without a token."""
     found: list[Source] = []
+    if args.http:
+        endpoint = HttpEndpoint(ingester, *args.http, auth_token=args.auth_token or None)
+        log.info("accepting events on %s", endpoint.url)
+        found.append(endpoint)
     if args.redis_list:
         found.append(RedisListSource(ingester, args.redis_list, redis_url=args.redis_url))
     if args.poll:
         found.append(Poller(ingester, args.poll, backfill=args.backfill))
-    if args.http:
-        endpoint = HttpEndpoint(ingester, *args.http, auth_token=args.auth_token)
-        log.info("accepting events on %s", endpoint.url)
-        found.append(endpoint)
     return found
 
 
@@ -74,9 +74,19 @@ def run_cli(args: argparse.Namespace, settings: Settings | None = None) -> int:
     if not (args.redis_list or args.http or args.poll):
         print("pipeq ingest: name at least one source: --redis-list, --http or --poll", file=sys.stderr)
         return 2
+    try:
+        id_key(settings)
+    except MissingIdKey as exc:
+        print(f"pipeq ingest: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     client = Client(settings)
-    running = sources(args, Ingester(settings, client))
+    try:
+        running = sources(args, Ingester(settings, client))
+    except UnsafeEndpoint as exc:
+        client.close()
+        print(f"pipeq ingest: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     threads = [threading.Thread(target=source.run, args=(stop,)) for source in running]
     for thread in threads:

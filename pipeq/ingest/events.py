@@ -31,11 +31,13 @@ def unquoted(value: Any) -> str | None:
 
 
 def parse_event(body: bytes | str) -> Any:
-    """The JSON document in ``body``; MalformedEvent when it is not JSON."""
+    """The JSON document in ``body``; MalformedEvent when it is not JSON (or nested too deep to read)."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedEvent(f"the event is not JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedEvent("the event is JSON nested too deep to read") from None
 
 
 def event_records(event: Any) -> list[Any]:

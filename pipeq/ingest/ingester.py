@@ -5,13 +5,28 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from pipeq.config.settings import Settings
+from pipeq.config.settings import NEW_INGEST_ID_KEY, Settings
 from pipeq.ingest.rules import ObjectJob, jobs_for_event
 from pipeq.producer.client import Client
 
 log = logging.getLogger("pipeq.ingest")
 
 SEEN_KEY = "pipeq:ingest:seen"  # set of "bucket/key@etag": object versions already submitted (or skipped)
+
+
+class MissingIdKey(ValueError):
+    """Ingestion without ``ingest_id_key``: job ids would be predictable."""
+
+
+def id_key(settings: Settings) -> bytes:
+    """The key of ingested jobs' ids; MissingIdKey, saying how to make one, when the settings have none."""
+    if settings.ingest_id_key is None:
+        raise MissingIdKey(
+            "no ingest_id_key is set: ingested jobs' ids are keyed with it so that no one can compute them. Set"
+            f" ingest_id_key in the config file or PIPEQ_INGEST_ID_KEY to 32+ random characters (`{NEW_INGEST_ID_KEY}`"
+            " prints some), and keep it: another key gives every object a new job id"
+        )
+    return settings.ingest_id_key.get_secret_value().encode()
 
 
 class Source(Protocol):
@@ -27,11 +42,13 @@ class Source(Protocol):
 class Ingester:
     """Submits one job per new object version matching ``settings.ingest``, whichever source announces it.
 
-    What has been seen is kept beside the job records, in the client's result-backend Redis.
+    What has been seen is kept beside the job records, in the client's result-backend Redis. Job ids are keyed
+    with ``settings.ingest_id_key`` (MissingIdKey without one).
     """
 
     def __init__(self, settings: Settings, client: Client) -> None:
         self.settings = settings
+        self.id_key = id_key(settings)
         self.rules = list(settings.ingest)
         self.client = client
         self.state = client.store.redis
@@ -48,7 +65,7 @@ class Ingester:
                     model=rule.model,
                     parameters=rule.parameters,
                     webhook=rule.webhook,
-                    job_id=job.job_id,
+                    job_id=job.job_id(self.id_key),
                 )
         except ValueError as exc:  # InvalidJob, or a bucket or key no s3:// reference can carry
             log.error("not submitting %s: %s", job.uri, exc)

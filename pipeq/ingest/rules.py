@@ -1,6 +1,12 @@
-"""The config's ``[[ingest]]`` rules: which object versions become which jobs, under which job id."""
+"""The config's ``[[ingest]]`` rules: which object versions become which jobs, under which job id.
+
+A job id is ``s3-`` + the first 40 hex digits of HMAC-SHA256(``ingest_id_key``, bucket NUL key NUL tag): the
+same for every announcement or listing of one object version, and impossible to compute without the key, so no
+one can submit a job under the id an object will get, or guess which ids exist.
+"""
 
 import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,11 +30,10 @@ class ObjectJob:
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
-    @property
-    def job_id(self) -> str:
-        """The same for every announcement or listing of this version: bucket, key and tag, hashed."""
-        digest = hashlib.sha256(f"{self.bucket}\0{self.key}\0{self.tag}".encode()).hexdigest()
-        return "s3-" + digest[:40]
+    def job_id(self, id_key: bytes) -> str:
+        """The same for every announcement or listing of this version: bucket, key and tag, keyed with ``id_key``."""
+        message = f"{self.bucket}\0{self.key}\0{self.tag}".encode()
+        return "s3-" + hmac.new(id_key, message, hashlib.sha256).hexdigest()[:40]
 
     @property
     def seen(self) -> str:

@@ -12,12 +12,14 @@ from pipeq.config.settings import IngestRule, Settings
 from pipeq.producer import Client
 
 from pipeq.ingest.ingester import Ingester
+from tests.support.s3_events import INGEST_ID_KEY
 from tests.support.settings import make_settings
 
 
 @pytest.fixture
 def bucket_name() -> str:
-    """A fresh bucket's name. A test that pins job ids (they hash the bucket) names its own bucket instead:
+    """A fresh bucket's name. A test that pins job ids (they are keyed hashes of the bucket, key and ETag) names its
+    own bucket instead:
     ``@pytest.mark.parametrize("bucket_name", ["ingest-..."])``, a name no other test uses."""
     return f"ingest-{uuid.uuid4().hex[:12]}"
 
@@ -71,7 +73,9 @@ class Offline:
 @pytest.fixture
 def offline(redis_url, s3_endpoint, tiny_models, rules, redis_db) -> Iterator[Offline]:
     """An ingester with ``rules``, in a Redis database pair of its own that no worker consumes."""
-    settings = make_settings(redis_url, s3_endpoint, tiny_models, db=redis_db, ingest=rules)
+    settings = make_settings(
+        redis_url, s3_endpoint, tiny_models, db=redis_db, ingest=rules, ingest_id_key=INGEST_ID_KEY
+    )
     client = Client(settings)
     broker = redis.Redis.from_url(settings.broker_url)
     yield Offline(settings, client, Ingester(settings, client), broker)

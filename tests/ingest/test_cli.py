@@ -13,9 +13,10 @@ from pipeq.ingest.cli import add_cli, run_cli
 from tests.support.s3_events import put, redis_entry, webhook_body
 from tests.support.waiting import wait_until
 
-POSTED = "s3-b3744d4d63488f44eea6e4ec36d15e83bdf2fb67"
-PUSHED = "s3-7322ae9ffde076d57d3a6cba4ce9f98e397e38c3"
-POLLED = "s3-d61382e36e8e559efb4c2cbf60cc1d57d2da65e2"
+POSTED = "s3-97f93c1ee1b7a1b04cfff96013f2267f28e22307"
+PUSHED = "s3-775915f6b92f3d2c176ef7c4f69608b69e49dd5b"
+POLLED = "s3-59d493bfabade1c82d8c38d45544af4c40bb6f5e"
+TOKEN = "an ingest test token, 16+ characters"
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -53,6 +54,21 @@ def test_the_command_needs_rules_and_a_source(offline, settings, capsys):
     assert "--redis-list, --http or --poll" in capsys.readouterr().err
 
 
+def test_the_command_needs_an_id_key_and_says_how_to_make_one(offline, capsys):
+    keyless = offline.settings.model_copy(update={"ingest_id_key": None})
+    assert run_cli(parse("--poll", "1"), keyless) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pipeq ingest: no ingest_id_key is set")
+    assert "PIPEQ_INGEST_ID_KEY" in err and "secrets.token_urlsafe(32)" in err
+
+
+def test_the_command_refuses_an_endpoint_others_reach_without_a_token(offline, capsys):
+    assert run_cli(parse("--http", f"0.0.0.0:{free_port()}"), offline.settings) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pipeq ingest: refusing to accept events on 0.0.0.0:")
+    assert "PIPEQ_INGEST_AUTH_TOKEN" in err and "127.0.0.1" in err
+
+
 @pytest.mark.parametrize("bucket_name", ["ingest-cli-sources"])
 def test_the_command_runs_every_source_it_names_until_sigterm(offline, s3, bucket):
     port = free_port()
@@ -65,7 +81,7 @@ def test_the_command_runs_every_source_it_names_until_sigterm(offline, s3, bucke
     def drive() -> None:
         try:
             wait_until(lambda: _up(url), message="the HTTP endpoint did not come up")
-            outcome["posted"] = httpx.post(url, json=webhook_body(posted), headers={"Authorization": "Bearer t"})
+            outcome["posted"] = httpx.post(url, json=webhook_body(posted), headers={"Authorization": f"Bearer {TOKEN}"})
             wait_until(lambda: len(offline.queued()) == 3, message="three jobs were not queued")
             wait_until(lambda: offline.broker.llen("events") + offline.broker.llen("events:processing") == 0)
         finally:
@@ -74,7 +90,7 @@ def test_the_command_runs_every_source_it_names_until_sigterm(offline, s3, bucke
     driver = threading.Thread(target=drive)
     driver.start()
     args = parse("--redis-list", "events", "--http", f"127.0.0.1:{port}", "--poll", "0.1", "--backfill")
-    args.auth_token = "t"
+    args.auth_token = TOKEN
     rc = run_cli(args, offline.settings)
     driver.join()
     assert rc == 0

@@ -1,17 +1,19 @@
 """Bucket notifications POSTed to the HTTP endpoint (MinIO's webhook target)."""
 
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
-from pipeq.ingest.http_endpoint import HttpEndpoint
+from pipeq.ingest.http_endpoint import EndpointLimits, HttpEndpoint, UnsafeEndpoint
 from pipeq.ingest.polling import Poller
 from tests.support.s3_events import REMOVED, put, record, redis_entry, webhook_body
 
-REPORT = "s3-5eff94c8a596ce0a8c54b665fc6cec02ca5571e4"
+REPORT = "s3-f246bf16902c5ceee1b27e615b091ca84037ba39"
+TOKEN = "an ingest test token, 16+ characters"
 
 
 @pytest.fixture
@@ -80,13 +82,80 @@ def test_the_http_endpoint_refuses_what_is_not_an_event(offline, serve, body, me
 
 
 def test_the_http_endpoint_checks_the_shared_secret(offline, serve, s3, bucket):
-    url = serve(auth_token="s3cr3t")
+    url = serve(auth_token=TOKEN)
     body = webhook_body(put(s3, bucket, "notes/n", b"hello"))
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cr3t"}):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
         refused = httpx.post(url, json=body, headers=headers)
         assert refused.status_code == 401
         assert "Authorization: Bearer" in refused.json()["error"]
     assert offline.queued() == []
-    accepted = httpx.post(url, json=body, headers={"Authorization": "Bearer s3cr3t"})
+    accepted = httpx.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert accepted.status_code == 200
     assert len(accepted.json()["jobs"]) == len(offline.queued()) == 1
+
+
+def test_a_short_token_is_refused(offline):
+    with pytest.raises(UnsafeEndpoint, match="the ingest auth token has 6 characters; use at least 16"):
+        HttpEndpoint(offline.ingester, "127.0.0.1", 0, auth_token="s3cr3t")
+
+
+def test_a_token_lets_the_endpoint_listen_beyond_loopback(offline):
+    endpoint = HttpEndpoint(offline.ingester, "0.0.0.0", 0, auth_token=TOKEN)  # bound, never sent anything
+    try:
+        assert not endpoint.loopback_only
+    finally:
+        endpoint.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "message"),
+    [
+        ({"Content-Length": "+12"}, 400, "is not a number of bytes"),
+        ({"Content-Length": " 1_0"}, 400, "is not a number of bytes"),
+        ({"Content-Length": "12, 12"}, 400, "is not a number of bytes"),
+        ({"Content-Length": "\u00b2"}, 400, "is not a number of bytes"),  # a superscript two: isdigit(), not a digit
+        ({"Content-Length": "99999999999999999999999999"}, 413, "limited to 1024 bytes"),
+        ({"Transfer-Encoding": "chunked"}, 411, "chunked bodies are not accepted"),
+        ({}, 411, "a Content-Length header is required"),
+    ],
+)
+def test_a_malformed_or_missing_length_is_refused(offline, headers, status, message):
+    endpoint = HttpEndpoint(offline.ingester, "127.0.0.1", 0, limits=EndpointLimits(max_body_bytes=1024))
+    stop = threading.Event()
+    thread = threading.Thread(target=endpoint.run, args=(stop,))
+    thread.start()
+    try:
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        answer = raw_exchange(endpoint, f"POST / HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode("latin-1"))
+    finally:
+        stop.set()
+        thread.join()
+        endpoint.close()
+    assert answer.startswith(f"HTTP/1.0 {status} ".encode())
+    assert message.encode() in answer
+    assert offline.queued() == []
+
+
+def test_several_lengths_are_refused(offline, serve):
+    url = serve()
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}"
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(request)
+        answer = receive_all(conn)
+    assert answer.startswith(b"HTTP/1.0 400 ")
+    assert b"2 Content-Length headers: send exactly one" in answer
+
+
+def raw_exchange(endpoint: HttpEndpoint, request: bytes) -> bytes:
+    host, port = endpoint.server.server_address[:2]
+    with socket.create_connection((host, port), timeout=5) as conn:
+        conn.sendall(request)
+        return receive_all(conn)
+
+
+def receive_all(conn: socket.socket) -> bytes:
+    received = b""
+    while chunk := conn.recv(65536):
+        received += chunk
+    return received

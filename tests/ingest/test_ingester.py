@@ -16,12 +16,12 @@ def test_submitting_a_version_twice_queues_one_job_and_marks_it_seen(offline, s3
     job = match(offline.ingester.rules, bucket, "notes/n", etag)
     assert offline.ingester.unseen([job]) == [job]
 
-    assert offline.ingester.submit(job) == "s3-4d568055a246b6b81c4ef4b0ff33f5e77fbb3a60"
-    assert offline.ingester.submit(job) == "s3-4d568055a246b6b81c4ef4b0ff33f5e77fbb3a60"
+    assert offline.ingester.submit(job) == "s3-417bcda0f2dbac7b7f058917abbf179b0b5e0d2a"
+    assert offline.ingester.submit(job) == "s3-417bcda0f2dbac7b7f058917abbf179b0b5e0d2a"
     assert offline.ingester.unseen([job]) == []
     [queued] = offline.queued()
     assert (queued["id"], queued["task"], queued["model"], queued["parameters"]) == (
-        "s3-4d568055a246b6b81c4ef4b0ff33f5e77fbb3a60",
+        "s3-417bcda0f2dbac7b7f058917abbf179b0b5e0d2a",
         "text-classification",
         "tiny-text-classification",  # the catalogue's model for the task: the notes/ rule names none
         {"top_k": 2},

@@ -6,10 +6,10 @@ from pipeq.ingest.ingester import Ingester
 from pipeq.ingest.polling import Poller
 from tests.support.s3_events import put
 
-OLD = "s3-9b795961dec34fb5eacf7fc8a500512c7abd79ab"
-NEW = "s3-5b7164225b81dc6f9a4f9c052f012d42cf952759"
-ANNOUNCED = "s3-adfc1f50ec8728e8ad22d630c4fabfd97352f007"
-CHANGED = "s3-04f13264768ec0ee06b4adacbf2d7aa7fcb8a893"
+OLD = "s3-93c5af16c2267d92e430170068c530992e22b5eb"
+NEW = "s3-f0a42d6891043051c10ae0fa19bcd2031b29f607"
+ANNOUNCED = "s3-789d5d95fe029b5601bef48384c97f8df34f0e72"
+CHANGED = "s3-c9af9f281f11114419bf05e090f98950729fb310"
 
 
 @pytest.mark.parametrize("bucket_name", ["ingest-polling-later"])

@@ -1,14 +1,16 @@
 """Bucket notifications from a Redis list (MinIO's Redis target): end to end, and surviving a killed ingester."""
 
+import json
 import logging
 import threading
 
 import redis
 from pipeq.config.settings import IngestRule
+from pydantic import SecretStr
 
 from pipeq.ingest.ingester import Ingester
 from pipeq.ingest.redis_list import RedisListSource
-from tests.support.s3_events import REMOVED, put, record, redis_entry
+from tests.support.s3_events import INGEST_ID_KEY, REMOVED, put, record, redis_entry
 from tests.support.settings import BUCKET
 from tests.support.waiting import wait_until
 
@@ -24,9 +26,9 @@ RULES = [
     ),
     IngestRule(bucket=BUCKET, prefix=f"{FOLDER}notes/", task="text-classification", parameters={"top_k": 2}),
 ]
-REPORT_V1 = "s3-95851b726b58c0f904753877e99ae40426ad8001"
-REPORT_V2 = "s3-79451baa22c26681ffc1bc3c43d59f6f5ce13882"
-PLAN = "s3-8e59c3d745bc9736b0ba2a7e40158a1c4c5b2fc9"
+REPORT_V1 = "s3-71f7d9fb5a8f2d6100c1154ce79a4cc4f4caf5f1"
+REPORT_V2 = "s3-2a639f3585cebb435ee579cc24e5a155bdc60178"
+PLAN = "s3-f450cd034cb20db2e0aa78203a8ce9e54e42fa7f"
 
 
 def test_events_from_a_redis_list_run_end_to_end(settings, worker, client, s3):
@@ -50,7 +52,8 @@ def test_events_from_a_redis_list_run_end_to_end(settings, worker, client, s3):
     )
 
     before = len(client.store.redis.keys("pipeq:job:s3-*"))
-    consumer = RedisListSource(Ingester(settings.model_copy(update={"ingest": RULES}), client), key, block=0.1)
+    ingesting = settings.model_copy(update={"ingest": RULES, "ingest_id_key": SecretStr(INGEST_ID_KEY)})
+    consumer = RedisListSource(Ingester(ingesting, client), key, block=0.1)
     stop = threading.Event()
     thread = threading.Thread(target=consumer.run, args=(stop,))
     thread.start()
@@ -69,6 +72,7 @@ def test_events_from_a_redis_list_run_end_to_end(settings, worker, client, s3):
 
 
 def test_a_killed_ingester_leaves_the_event_in_the_processing_list_for_the_next(offline, s3, bucket, caplog):
+    """...and an entry that is not an event is parked, with why, while the one behind it is processed."""
     created = put(s3, bucket, "reports/a.txt", b"fine")
     key = "minio:events"
     offline.broker.rpush(key, redis_entry(created), "{not json", redis_entry(put(s3, bucket, "notes/b", b"ok")))
@@ -94,8 +98,12 @@ def test_a_killed_ingester_leaves_the_event_in_the_processing_list_for_the_next(
         f"s3://{bucket}/notes/b",
     ]
     assert offline.records() == 2
-    [dropped] = [r.getMessage() for r in caplog.records]
-    assert dropped.startswith("dropping an entry of minio:events:processing: the event is not JSON")
+    [parked] = [r.getMessage() for r in caplog.records]
+    assert parked.startswith("parking an entry of minio:events in minio:events:parked: the event is not JSON")
+    [entry] = [json.loads(raw) for raw in offline.broker.lrange(f"{key}:parked", 0, -1)]
+    assert entry["entry"] == "{not json"
+    assert entry["error"].startswith("MalformedEvent: the event is not JSON")
+    assert entry["attempts"] == 1
 
 
 def test_the_list_is_read_from_the_redis_url_given(offline, redis_url, new_redis_db, s3, bucket):

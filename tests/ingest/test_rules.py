@@ -4,19 +4,21 @@ from pipeq.config.settings import IngestRule
 
 from pipeq.core.contract import ObjectInput
 from pipeq.ingest.rules import jobs_for_event, match
-from tests.support.s3_events import REMOVED, record
+from tests.support.s3_events import INGEST_ID_KEY, REMOVED, record
 
 REPORTS = IngestRule(bucket="media", prefix="reports/", suffix=".txt", task="text-classification", model="tiny")
 EVERYTHING = IngestRule(bucket="media", task="text-classification", parameters={"top_k": 2})
 RULES = [REPORTS, EVERYTHING]
+KEY = INGEST_ID_KEY.encode()
 
 
-def test_a_job_id_is_pinned_to_bucket_key_and_tag():
+def test_a_job_id_is_pinned_to_bucket_key_tag_and_the_id_key():
     job = match(RULES, "media", "reports/Q3 résumé ✓ 100%+.txt", "0123abcd")
     assert job is not None
-    assert job.job_id == "s3-b03f8c8a4de05c8eb33cb166d5c1d4c65f7005ca"  # the same after any release: never change
-    assert match(RULES, "media", "reports/Q3 résumé ✓ 100%+.txt", "0123abcE").job_id == (
-        "s3-045394648e38dfee8756c090a40cdd6fefe5aad9"
+    # HMAC-SHA256(key, bucket NUL key NUL tag), computed with openssl: the same after any release, never change.
+    assert job.job_id(KEY) == "s3-0ddecd0e429e3269f9de4ca069e2a709c7aae5a5"
+    assert match(RULES, "media", "reports/Q3 résumé ✓ 100%+.txt", "0123abcE").job_id(KEY) == (
+        "s3-2d3623c2f4b1605e54f6d0001bb0bebdb335faad"
     )
     assert job.uri == "s3://media/reports/Q3 résumé ✓ 100%+.txt"
     assert job.seen == "media/reports/Q3 résumé ✓ 100%+.txt@0123abcd"
@@ -25,7 +27,7 @@ def test_a_job_id_is_pinned_to_bucket_key_and_tag():
 
 def test_a_version_id_travels_with_the_job():
     job = match(RULES, "media", "reports/a.txt", "v-7", version_id="v-7")
-    assert job.job_id == "s3-d3194d1e7b93774c8d40aef2df6fd6d14f8153bf"
+    assert job.job_id(KEY) == "s3-e1195bc95a842d6179c64ecd37c941fb07d38122"
     assert job.input() == ObjectInput(uri="s3://media/reports/a.txt", version_id="v-7")
 
 

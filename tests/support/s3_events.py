@@ -60,3 +60,8 @@ def webhook_body(*records: dict[str, Any]) -> dict[str, Any]:
         "Key": f"{first['bucket']['name']}/{first['object']['key']}",
         "Records": list(records),
     }
+
+
+INGEST_ID_KEY = "pipeq-tests-ingest-id-key-0123456789"
+"""The ``ingest_id_key`` of the ingestion tests. The job ids they pin were computed apart from pipeq, e.g.
+``printf 'media\\0reports/a.txt\\0v-7' | openssl dgst -sha256 -hmac "$INGEST_ID_KEY"`` (``s3-`` + 40 hex digits)."""
