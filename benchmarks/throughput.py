@@ -195,7 +195,7 @@ def worker_process(config: Path, queue: str, log: Path) -> Iterator[subprocess.P
     """``celery -A pipeq.worker.app worker`` in its own process, configured by ``config``; stopped on exit."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PIPEQ_")}
     env["PIPEQ_CONFIG"] = str(config)
-    options = f"-A worker.app worker -Q {queue} -P solo --without-gossip --without-mingle --loglevel=WARNING"
+    options = f"-A pipeq.worker.app worker -Q {queue} -P solo --without-gossip --without-mingle --loglevel=WARNING"
     command = [sys.executable, "-m", "celery", *options.split(), "-n", f"{queue}@%h"]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -332,15 +332,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000, help="texts in the throughput runs")
     parser.add_argument("--light-jobs", type=int, default=100, help="jobs in the light-load run")
     parser.add_argument("--rate", type=float, default=10.0, help="jobs/s in the light-load run")
-    parser.add_argument("--max-batch", type=int, help="pipeq worker max_batch_jobs (default: the catalogue default)")
-    parser.add_argument("--flush-interval", type=float, help="pipeq worker max_wait_s")
-    parser.add_argument("--batch-size", type=int, help="pipeq worker pipeline batch_size")
+    parser.add_argument("--max-batch-jobs", type=int, help="the pipeq worker's max_batch_jobs")
+    parser.add_argument("--max-wait-s", type=float, help="the pipeq worker's max_wait_s")
+    parser.add_argument("--pipeline-batch-size", type=int, help="the pipeq worker's pipeline_batch_size")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below on SIGTERM too
 
     texts = make_texts(args.jobs)
     light = make_texts(args.light_jobs, seed=1)
-    knobs = ("max_batch_jobs", "max_wait_s", "batch_size")
+    knobs = ("max_batch_jobs", "max_wait_s", "pipeline_batch_size")
     overrides = {key: value for key, value in vars(args).items() if key in knobs and value is not None}
     entry = ModelEntry(name=MODEL, task=TASK, **overrides)  # the worker's settings, defaults included
     chunk, chunk_bs, flush = entry.max_batch_jobs, entry.batch_size_on("cpu"), entry.max_wait_s
