@@ -5,12 +5,17 @@ from collections.abc import Callable
 
 
 def wait_until(
-    condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, message: str = ""
+    condition: Callable[[], object],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "",
 ) -> None:
     """Return once ``condition()`` is truthy, checking every ``interval`` seconds; AssertionError with ``message``
-    (or one naming the timeout) when it is still false after ``timeout`` seconds."""
+    (a string, or a callable made at the time of failure, e.g. to show a worker log's tail) or one naming the
+    timeout when it is still false after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() >= deadline:
-            raise AssertionError(message or f"the condition did not hold within {timeout} s")
+            text = message() if callable(message) else message
+            raise AssertionError(text or f"the condition did not hold within {timeout} s")
         time.sleep(interval)
