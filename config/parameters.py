@@ -355,7 +355,8 @@ TASK_PARAMETERS: dict[str, Options] = {
     "image-feature-extraction": Options({"pool": Boolean(), "image_processor_kwargs": IMAGE_PROCESSOR}),
     "image-segmentation": Options(
         {
-            "subtask": Text(choices=("panoptic", "instance", "semantic")),
+            # panoptic, instance or semantic, as far as the model supports it: the pipeline says which it does
+            "subtask": Text(pattern=r"[a-z_]{1,32}", hint="a subtask name (panoptic, instance or semantic)"),
             "threshold": THRESHOLD,
             "mask_threshold": THRESHOLD,
             "overlap_mask_area_threshold": THRESHOLD,
