@@ -7,6 +7,7 @@ device pinning on top of this same app.
 from celery import Celery, Task
 from pipeq.config.settings import Settings, load_settings
 from pipeq.worker.consumer import EngineStep
+from pipeq.worker.ocr import install_ocr_timeout
 
 from pipeq.core.messaging import TASK_NAME, make_celery
 from pipeq.webhooks import delivery as webhooks
@@ -16,6 +17,7 @@ def create_app(settings: Settings) -> Celery:
     """A worker app for ``settings``: the ``pipeq.infer`` task, micro-batched by the engine."""
     app = make_celery(settings)
     app.pipeq_settings = settings
+    install_ocr_timeout(settings.limits.ocr_timeout_s)
     app.steps["consumer"].add(EngineStep)
 
     @app.task(name=TASK_NAME, bind=True, Strategy="pipeq.worker.consumer:batching_strategy", shared=False)
