@@ -29,6 +29,7 @@ def pipeq(settings, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_submit_wait_and_status(pipeq, reference):
     done = pipeq(
         "submit",
@@ -53,6 +54,7 @@ def test_submit_wait_and_status(pipeq, reference):
     assert json.loads(pipeq("status", job_id).stdout)["result"] == waited["result"]
 
 
+@pytest.mark.slow
 def test_inline_files_and_refusals(pipeq, reference, tmp_path):
     image = tmp_path / "picture.png"
     image.write_bytes(picture())

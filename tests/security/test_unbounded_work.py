@@ -138,6 +138,7 @@ def capped_worker(redis_url, s3_endpoint, tiny_models, tmp_path, redis_db):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_a_generation_job_that_names_no_length_gets_at_most_the_cap(capped_worker, reference):
     client, log = capped_worker
     prompt, greedy = "Once upon a time", {"do_sample": False, "return_full_text": False}

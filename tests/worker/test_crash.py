@@ -11,6 +11,8 @@ from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 from tests.support.workers import kill, start_worker_process
 
+pytestmark = pytest.mark.slow  # a worker in a subprocess, or minutes of media
+
 TEXT = "text-classification"
 
 

@@ -12,6 +12,8 @@ from devtools.config_files import write_config
 from tests.support.settings import make_settings
 from tests.support.workers import kill, start_worker_process
 
+pytestmark = pytest.mark.slow  # a worker in a subprocess, or minutes of media
+
 TEXT = "text-classification"
 QUEUE = "keepalive"
 VISIBILITY = 2

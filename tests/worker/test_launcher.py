@@ -35,6 +35,7 @@ def test_other_devices_are_refused(device):
         pin_device(device, {})
 
 
+@pytest.mark.slow
 def test_the_worker_process_sees_the_pinned_environment_before_torch_loads():
     code = (
         "import sys, pipeq.worker.launcher as l; l.pin_device('cuda:1');"
@@ -125,6 +126,7 @@ def test_a_child_that_exits_cleanly_on_its_own_is_still_a_failure():
     assert supervise([_sleeper(60), _sleeper(0.2, 0)], ["a", "b"]) == 1
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_real_cpu_worker_and_its_parent(tmp_path, redis_url, s3_endpoint, redis_db):
     config = write_config(make_settings(redis_url, s3_endpoint, {}, db=redis_db), tmp_path / "pipeq.toml")
     log = tmp_path / "worker.log"

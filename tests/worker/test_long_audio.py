@@ -16,6 +16,8 @@ from pipeq.core.contract import ObjectInput
 from tests.support.compare import same
 from tests.support.settings import MAX_MEDIA_BYTES
 
+pytestmark = pytest.mark.slow  # a worker in a subprocess, or minutes of media
+
 ASR = "automatic-speech-recognition"
 MINUTES = 10
 SENTENCE = (

@@ -14,7 +14,7 @@ from pipeq.core.records import JobRecord
 from tests.support.compare import same
 from tests.support.jobs import check, run
 
-pytestmark = pytest.mark.usefixtures("worker")
+pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.slow]
 
 ASR = "automatic-speech-recognition"
 MODEL = "tiny-whisper"
