@@ -106,6 +106,11 @@ class ModelEntry(BaseModel):
     default: bool = Field(default=False, description="serve jobs of this task that name no model")
     trust_remote_code: bool = False
     expected_seconds: PositiveFloat = Field(default=60.0, description="longest one micro-batch may take")
+    run_time_limit_s: PositiveFloat | None = Field(
+        default=None,
+        description="longest one pipeline call may run (default: expected_seconds); its jobs then fail with "
+        "JobTimeout, and a call that cannot be stopped ends the worker process for its supervisor to restart",
+    )
     caps: ParameterCaps = Field(
         default_factory=ParameterCaps, description="the most work one job's parameters may ask of this model"
     )
@@ -120,6 +125,10 @@ class ModelEntry(BaseModel):
         default=None,
         description="narrows the settings' allowed_object_prefixes for this model's jobs: each must lie inside one",
     )
+
+    def run_time_limit(self) -> float:
+        """Seconds one pipeline call of this model may run: ``run_time_limit_s``, else ``expected_seconds``."""
+        return self.run_time_limit_s or self.expected_seconds
 
     def batch_size_on(self, device_type: str) -> int:
         """The ``batch_size`` of this model's pipeline calls on a ``device_type`` ("cpu", "cuda", ...) device: the

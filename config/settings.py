@@ -211,6 +211,11 @@ class Settings(BaseSettings):
     visibility_timeout: PositiveInt | None = Field(
         default=None, description="seconds before the broker redelivers an unacked job (default: from models)"
     )
+    max_attempts: PositiveInt = Field(
+        default=3,
+        description="times a job may start running (a worker killed while running it counts); the next delivery "
+        "fails it with TooManyAttempts instead of running it again",
+    )
     fetch_concurrency: PositiveInt = 8
     pipeline_cache_bytes: PositiveInt | None = Field(
         default=None, description="bytes of models a worker keeps loaded; least recently used leave first"

@@ -31,3 +31,16 @@ class ModelUnavailable(JobFailure):
 
 class PipelineError(JobFailure):
     """The transformers pipeline raised on this input."""
+
+
+class JobTimeout(JobFailure):
+    """The job's pipeline call ran past its model's run time limit (``run_time_limit_s`` in the catalogue)."""
+
+
+class TooManyAttempts(JobFailure):
+    """The job was delivered more than ``max_attempts`` times; it is not run again."""
+
+
+class InternalError(JobFailure):
+    """The worker failed on this job in a way no check foresaw (a bug in pipeq or a library): the job fails once,
+    saying where and why, instead of being retried."""
