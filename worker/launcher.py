@@ -4,22 +4,21 @@ The device is fixed before torch is imported: ``cuda:N`` exposes only GPU N to t
 (``CUDA_VISIBLE_DEVICES=N``, seen inside as ``cuda:0``); ``cuda:N,M`` exposes GPUs N and M (as ``cuda:0`` and
 ``cuda:1``, for models spread over several); ``cpu`` hides every GPU.
 
-``pipeq worker --devices all|0,1|cpu`` runs one such worker per device as child processes and stops them
-together: SIGTERM or SIGINT to the parent reaches every child; a child that dies stops the others.
+``pipeq worker --devices all|0,1|cpu`` runs one such worker per device as child processes, supervised
+(:mod:`pipeq.worker.supervisor`): SIGTERM or SIGINT to the parent reaches every child; a child that crashed (its
+watchdog ended it, a signal killed it) is restarted, a crash loop or any other exit stops the others.
 """
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from pipeq.worker.supervisor import supervise
+
 _GPU_LIST = re.compile(r"^\d+(,\d+)*$")
-STOP_TIMEOUT = 120.0
-"""Seconds the children get to finish their batches after a stop before they are killed."""
 
 
 def pin_device(device: str, environ: dict[str, str] | None = None) -> str:
@@ -90,49 +89,8 @@ def child_command(
 
 
 def run_workers(devices: list[str], queues: list[str] | None, loglevel: str = "INFO", name: str | None = None) -> int:
-    """Run one worker child per device until a signal stops them all or one dies; the exit status."""
+    """Run one worker child per device until a signal stops them all or one ends for good; the exit status."""
     return supervise([child_command(device, queues, loglevel, name) for device in devices], devices)
-
-
-def supervise(commands: list[tuple[list[str], dict[str, str]]], labels: list[str]) -> int:
-    """Start ``commands``; on SIGTERM/SIGINT stop them all (0); when one exits, stop the others (non-zero)."""
-    stop_requested: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _: stop_requested.append(signum)) for sig in _STOP_SIGNALS}
-    children: list[subprocess.Popen] = []
-    dead = None
-    try:
-        for (command, env), label in zip(commands, labels, strict=True):
-            # Own process group: a terminal's Ctrl-C reaches the parent only, which forwards one SIGTERM.
-            children.append(subprocess.Popen(command, env=env, process_group=0))
-            print(f"pipeq: worker pid {children[-1].pid} on {label}", file=sys.stderr, flush=True)
-        while not stop_requested and dead is None:
-            time.sleep(0.2)
-            dead = next((child for child in children if child.poll() is not None), None)
-    finally:
-        _stop(children)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if dead is None:
-        return 0 if all(child.returncode in (0, -signal.SIGTERM) for child in children) else 1
-    print(f"pipeq: worker pid {dead.pid} exited with {dead.returncode}; stopped the others", file=sys.stderr)
-    return dead.returncode if dead.returncode and dead.returncode > 0 else 1
-
-
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def _stop(children: list[subprocess.Popen]) -> None:
-    """SIGTERM (Celery's warm shutdown) to every live child, then wait; kill those still there after the timeout."""
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for child in children:
-        try:
-            child.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 def run_worker(device: str, queues: list[str] | None, loglevel: str = "INFO", name: str | None = None) -> None:
