@@ -4,10 +4,13 @@ Celery calls a task's Strategy for every message it receives. pipeq's strategy v
 in the engine's micro-batcher instead of running it in the pool; the message stays unacked until the job's
 record is stored (late ack), and the engine keeps touching it meanwhile so the broker does not redeliver it
 however long the job waits. Messages that are not valid jobs fail their job record and are acked: they would
-fail again on every redelivery.
+fail again on every redelivery. They are acked even when their failure cannot be recorded (no job id, or the
+record store unreachable): logged, never requeued.
 """
 
 import logging
+import os
+import threading
 from functools import partial
 from typing import Any
 
@@ -56,7 +59,11 @@ class EngineStep(bootsteps.StartStopStep):
         settings: Settings = parent.app.pipeq_settings
         queues = [queue.name for queue in parent.task_consumer.queues]
         check_can_load(settings.catalogue.for_queues(queues), settings.device)  # refuse to start, saying why
-        parent.pipeq_engine.start()
+        # A worker in the main thread owns its process: its watchdog may end it when a call cannot be stopped.
+        owns_process = threading.current_thread() is threading.main_thread()
+        parent.pipeq_engine.start(
+            end_process=os._exit if owns_process else None, stop_consuming=partial(_stop_consuming, parent)
+        )
 
     def shutdown(self, parent: Any) -> None:
         parent.pipeq_engine.stop()
@@ -82,24 +89,41 @@ def batching_strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Any:
         except Exception as exc:  # a broken message: fail its job, never retry it
             try:
                 _fail_unreadable(consumer.pipeq_engine.store, message, exc)
-            except Exception:  # the record could not be stored: keep the message for later
-                log.exception("could not record the failure of message %s; requeueing it", message.headers)
-                requeue()
-                return
+            except Exception:  # it would fail again on every redelivery: acked all the same
+                log.exception("could not record the failure of message %r; acking it all the same", message.headers)
             settle()
             return
         if entry.name != job.model:
             job = job.model_copy(update={"model": entry.name})
         touch = getattr(getattr(getattr(message, "channel", None), "qos", None), "touch", None)
-        consumer.pipeq_engine.submit(Delivery(job, settle, requeue, touch, message.delivery_tag))
+        delivery = Delivery(job, settle, requeue, touch, message.delivery_tag, settled=lambda: message.acknowledged)
+        consumer.pipeq_engine.submit(delivery)
 
     return on_message
 
 
+def _stop_consuming(consumer: Any, timeout: float = 5.0) -> None:
+    """Stop taking messages, on the consumer's own thread as Celery wants it, and return once it has (or after
+    ``timeout``); a message already being fetched may still arrive."""
+    stopped = threading.Event()
+
+    def cancel() -> None:
+        try:
+            consumer.task_consumer.cancel()
+        finally:
+            stopped.set()
+
+    consumer.call_soon(cancel)
+    if not stopped.wait(timeout):
+        log.warning("the consumer did not stop taking messages within %g s", timeout)
+
+
 def _fail_unreadable(store: RecordStore, message: Any, exc: Exception) -> None:
-    job_id = (message.headers or {}).get("id")
-    log.error("refusing message %s: %s", job_id, exc)
-    if not job_id:
+    """Fail the job of a message that is not a valid job, when its headers name one."""
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    job_id = headers.get("id")
+    log.error("refusing message %r: %s", job_id, exc)
+    if not isinstance(job_id, str) or not job_id:
         return
     error = JobError(type=InvalidJob.__name__, message=f"the job is not valid: {exc}")
     record = JobRecord(

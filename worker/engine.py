@@ -9,20 +9,27 @@ The Celery consumer hands each received job to :meth:`Engine.submit`. Two thread
   record, then acks the messages.
 
 A third thread, *keep-alive*, touches every message the engine holds (waiting, prepared or running) four times
-per visibility timeout, so the broker never redelivers a job that is merely slow or waiting its turn.
+per visibility timeout, so the broker never redelivers a job that is merely slow or waiting its turn; the jobs of
+a call past its run time limit are no longer touched. A fourth, the *watchdog* (:mod:`pipeq.worker.watchdog`),
+ends the process when a call cannot be stopped, once :meth:`Engine.end_overdue_call` has settled what it holds.
 
 The prepare thread works on batch N+1 while the model thread runs batch N. Jobs wait for company (up to
 their model's ``max_wait_s``) only while the model is busy: an idle model takes whatever is waiting.
 
 A message is acked only after its job's final record is stored, so a worker killed at any point loses
-nothing: the broker redelivers.
+nothing: the broker redelivers. A job fails once and is never retried for what it brings: any unexpected error
+while preparing or running it fails it (and only the jobs it concerns), and a job started ``max_attempts`` times
+(a worker killed while running it counts) fails instead of running again. Only infrastructure trouble (Redis or
+object storage unreachable) requeues, bounded by the attempts.
 """
 
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from datetime import datetime
 from queue import SimpleQueue
 from typing import Any
 
@@ -30,18 +37,26 @@ from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import Limits, Settings
 from pipeq.config.tasks import TaskSpec, task_spec
 from pipeq.worker.batcher import MicroBatcher
+from pipeq.worker.deadlines import CallDeadlines, CallWatch, RunningCall, limit_generation, timeout_failure
 from pipeq.worker.decoding import Decoded, decode
-from pipeq.worker.errors import JobFailure
+from pipeq.worker.errors import InternalError, JobFailure, ModelUnavailable, TooManyAttempts
+from pipeq.worker.infrastructure import is_transient
 from pipeq.worker.media import Fetched, MediaFetcher, release
 from pipeq.worker.memory import pipeline_device_type
 from pipeq.worker.pipelines import PipelineCache
 from pipeq.worker.runner import run_group
+from pipeq.worker.watchdog import Watchdog
 
 from pipeq.core.contract import Job
 from pipeq.core.records import JobError, JobRecord, RecordStore, now
 from pipeq.core.results import ResultStorage
 
 log = logging.getLogger(__name__)
+
+TRANSIENT_BACKOFF_S = 1.0
+"""How long the prepare thread pauses after requeueing a batch because Redis or object storage was unreachable."""
+SETTLING_S = 10.0
+"""How long a worker about to be ended waits for the broker to take its acks and requeues."""
 
 
 @dataclass
@@ -56,6 +71,10 @@ class Delivery:
     timeout); None off pipeq's transport. Deliveries sharing it are touched in one call."""
     tag: Any = None
     """The message's delivery tag, what ``touch`` takes."""
+    record: JobRecord | None = None
+    """The job's ``running`` record once claimed (what a failure or a requeue starts from)."""
+    settled: Callable[[], bool] | None = None
+    """Whether the broker has taken the ack or requeue: Celery carries them out on its own thread, soon after."""
 
 
 @dataclass
@@ -85,6 +104,38 @@ def _decoded_or_failure(
         return decode(spec, raw, limits, rate)
     except JobFailure as failure:
         return failure
+    except Exception as exc:
+        return InternalError(f"decoding the input raised {type(exc).__name__}: {exc}{REPORT}")
+
+
+REPORT = "; this is a bug in pipeq or a library: please report it with the job's input"
+"""The end of an InternalError's message."""
+
+
+def failed_record(record: JobRecord, failure: JobFailure, finished: datetime) -> JobRecord:
+    """``record`` (a job's running record) made final: failed with ``failure``."""
+    error = JobError(type=failure.type, message=str(failure))
+    return record.model_copy(update={"state": "failed", "error": error, "finished_at": finished})
+
+
+def too_many_attempts(previous: JobRecord, max_attempts: int) -> TooManyAttempts:
+    return TooManyAttempts(
+        f"the job was started {previous.attempts} times, the most allowed (max_attempts = {max_attempts} in the "
+        f"settings), and never finished: its last attempt, on worker {previous.worker or 'unknown'}, ended without a "
+        "result (that worker stopped or was killed while running it). It is not run again: see that worker's log, "
+        "and resubmit the job under a new id once the cause is fixed"
+    )
+
+
+def _await_broker(deliveries: list[Delivery], deadline: float) -> None:
+    """Wait (until ``deadline``) for the broker to take these deliveries' acks and requeues; those it has not taken
+    by then are redelivered after the visibility timeout."""
+    pending = [delivery for delivery in deliveries if delivery.settled is not None]
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pending = [delivery for delivery in pending if not delivery.settled()]
+    if pending:
+        log.warning("the broker had not taken %d ack(s) or requeue(s) in time", len(pending))
 
 
 class Engine:
@@ -116,6 +167,10 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._held: dict[int, Delivery] = {}  # id -> every delivery not yet acked or requeued
         self._held_lock = threading.Lock()
+        self.watch = CallWatch()
+        """The pipeline call the model thread is in: what the watchdog and the keep-alive look at."""
+        self._watchdog: Watchdog | None = None
+        self._stop_consuming: Callable[[], None] = lambda: None
 
     # -- the consumer side -------------------------------------------------------------------------------
 
@@ -126,9 +181,11 @@ class Engine:
         self.batcher.put(group_key(delivery.job), delivery)
 
     def touch_held(self) -> None:
-        """Touch every delivery not yet settled, so none reaches the broker's visibility timeout."""
+        """Touch every delivery not yet settled, so none reaches the broker's visibility timeout; except the jobs
+        of a call past its run time limit (should the watchdog not end it, the broker redelivers them)."""
+        overdue = {id(delivery) for delivery in self.watch.overdue_jobs()}
         with self._held_lock:
-            held = list(self._held.values())
+            held = [delivery for key, delivery in self._held.items() if key not in overdue]
         tags_by_touch: dict[Callable[[list[Any]], Any], list[Any]] = {}
         for delivery in held:
             if delivery.touch is not None:
@@ -142,10 +199,18 @@ class Engine:
         if failed:
             log.warning("could not extend the visibility of %d of %d held job(s)", failed, len(held))
 
-    def start(self) -> None:
-        """Start the prepare, model and keep-alive threads (idempotent)."""
+    def start(
+        self, end_process: Callable[[int], None] | None = None, stop_consuming: Callable[[], None] = lambda: None
+    ) -> None:
+        """Start the prepare, model, keep-alive and watchdog threads (idempotent). ``end_process`` (``os._exit``
+        where the worker owns its process; then call from the main thread) is how the watchdog ends a process stuck
+        in a call; None: it cannot, and only logs. ``stop_consuming`` stops the delivery of messages (returning once
+        it has), before the watchdog requeues what the engine holds."""
         if self._threads:
             return
+        self._stop_consuming = stop_consuming
+        self._watchdog = Watchdog(self.watch, self.end_overdue_call, end_process)
+        self._watchdog.start()
         self._stopping.clear()
         loops = (
             (self._prepare_loop, "pipeq-prepare"),
@@ -164,6 +229,9 @@ class Engine:
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
 
     # -- the loops ----------------------------------------------------------------------------------------
 
@@ -181,10 +249,11 @@ class Engine:
             _, deliveries = got
             try:
                 prepared = self.prepare(deliveries)
-            except Exception:
-                log.exception("preparing a batch of %d job(s) failed; requeueing them", len(deliveries))
-                self._requeue(deliveries)
+            except Exception as exc:
+                self._settle_after(exc, "preparing", deliveries)
                 self._slot.release()
+                if is_transient(exc):
+                    self._stopping.wait(TRANSIENT_BACKOFF_S)
                 continue
             self._prepared.put(prepared)
         self._prepared.put(None)
@@ -199,9 +268,8 @@ class Engine:
             self._slot.release()
             try:
                 self.run(prepared)
-            except Exception:
-                log.exception("running a batch of %d job(s) failed; requeueing them", len(prepared.deliveries))
-                self._requeue(prepared.deliveries)
+            except Exception as exc:
+                self._settle_after(exc, "running", prepared.deliveries)
 
     def _next_prepared(self) -> PreparedBatch | None:
         """The next prepared batch; while none is there the model is idle, so waiting jobs need not wait."""
@@ -224,12 +292,14 @@ class Engine:
     def _claim(self, deliveries: list[Delivery]) -> PreparedBatch:
         """The jobs' records written ``running`` (one more attempt each), in a batch of their own. Jobs already
         final are redeliveries of finished work: settled here (their webhooks queued again, in case the first run
-        stopped short, then acked) and left out of the batch."""
+        stopped short, then acked) and left out of the batch; so are jobs already started ``max_attempts`` times,
+        failed with TooManyAttempts."""
         jobs = [delivery.job for delivery in deliveries]
         entry = self.settings.catalogue.models[jobs[0].model]
         started = now()
         running: list[JobRecord] = []
-        for job, previous in zip(jobs, self.store.get_many([job.id for job in jobs]), strict=True):
+        previous_records = self.store.get_many([job.id for job in jobs])
+        for job, previous in zip(jobs, previous_records, strict=True):
             running.append(
                 JobRecord(
                     state="running",
@@ -244,11 +314,19 @@ class Engine:
                     webhook=previous.webhook if previous else None,  # the producer's, not the message's
                 )
             )
+        for i, previous in enumerate(previous_records):
+            if previous is not None and previous.attempts >= self.settings.max_attempts:
+                failure = too_many_attempts(previous, self.settings.max_attempts)
+                last = ("attempts", "started_at", "micro_batch_jobs", "worker")  # the last attempt's
+                giving_up = running[i].model_copy(update={name: getattr(previous, name) for name in last})
+                running[i] = failed_record(giving_up, failure, started)
         written = self.store.write(running)
-        fresh = [i for i, ok in enumerate(written) if ok]
-        finished = [i for i, ok in enumerate(written) if not ok]
+        fresh = [i for i, ok in enumerate(written) if ok and running[i].state == "running"]
+        finished = [i for i, ok in enumerate(written) if not ok or running[i].state == "failed"]
         self.on_final([jobs[i] for i in finished if jobs[i].webhook])
         self._ack([deliveries[i] for i in finished])
+        for i in fresh:
+            deliveries[i].record = running[i]
         return PreparedBatch(entry, jobs[0].parameters, [deliveries[i] for i in fresh], [running[i] for i in fresh])
 
     def _load(self, batch: PreparedBatch) -> bool:
@@ -256,9 +334,15 @@ class Engine:
         (and False)."""
         try:
             batch.pipe = self.pipelines.get(batch.entry)
-        except JobFailure as failure:
-            batch.inputs = [failure] * len(batch.deliveries)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if not isinstance(exc, JobFailure):
+                log.exception("loading %s failed", batch.entry.name)
+                exc = ModelUnavailable(f"model {batch.entry.name} could not be loaded: {type(exc).__name__}: {exc}")
+            batch.inputs = [exc] * len(batch.deliveries)
             return False
+        limit_generation(batch.pipe, self.watch)
         return True
 
     def _fetch_and_decode(self, batch: PreparedBatch) -> None:
@@ -282,31 +366,143 @@ class Engine:
         outcomes: list[Any] = list(batch.inputs)
         if ok:
             spec = task_spec(batch.entry.task)
+            deadlines = CallDeadlines(self.watch, batch.entry.run_time_limit(), [batch.deliveries[i] for i in ok])
+            alone = [k for k, i in enumerate(ok) if batch.records[i].attempts > 1]  # in a call that never returned?
             try:
                 batch_size = batch.entry.batch_size_on(pipeline_device_type(batch.pipe))
-                results = run_group(batch.pipe, spec, batch.parameters, batch_size, [batch.inputs[i] for i in ok])
+                items = [batch.inputs[i] for i in ok]
+                results = run_group(batch.pipe, spec, batch.parameters, batch_size, items, deadlines, alone)
             finally:
                 for i in ok:
                     batch.inputs[i].release()  # temporary files (videos)
             for i, result in zip(ok, results, strict=True):
                 outcomes[i] = result
         finished = now()
-        final = []
-        for record, outcome in zip(batch.records, outcomes, strict=True):
-            if isinstance(outcome, JobFailure):
-                error = JobError(type=outcome.type, message=str(outcome))
-                final.append(record.model_copy(update={"state": "failed", "error": error, "finished_at": finished}))
-            else:
-                final.append(
-                    record.model_copy(update={"state": "succeeded", "result": outcome, "finished_at": finished})
-                )
-        if self.results is not None:
-            final = [self.results.offload(record) for record in final]
+        final = [
+            self._final(record, outcome, finished) for record, outcome in zip(batch.records, outcomes, strict=True)
+        ]
         self.store.write(final)
         self.on_final([delivery.job for delivery in batch.deliveries if delivery.job.webhook])
         self._ack(batch.deliveries)
 
+    def _final(self, record: JobRecord, outcome: Any, finished: datetime) -> JobRecord:
+        """A job's final record: failed, or succeeded with its result (offloaded when large). A result that cannot be
+        stored fails its job alone; unreachable storage raises (the batch is requeued)."""
+        if isinstance(outcome, JobFailure):
+            return failed_record(record, outcome, finished)
+        succeeded = record.model_copy(update={"state": "succeeded", "result": outcome, "finished_at": finished})
+        if self.results is None:
+            return succeeded
+        try:
+            return self.results.offload(succeeded)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.exception("could not store the result of job %s", record.id)
+            return failed_record(
+                record, InternalError(f"storing the result raised {type(exc).__name__}: {exc}{REPORT}"), finished
+            )
+
     # -- settling messages --------------------------------------------------------------------------------
+
+    def _settle_after(self, exc: Exception, stage: str, deliveries: list[Delivery]) -> None:
+        """After ``exc`` escaped ``stage`` (preparing, running) for a batch: requeue its jobs when infrastructure is
+        unreachable (their attempts bound that), else fail them once, saying why."""
+        with self._held_lock:  # not those settled before the error (redeliveries of finished jobs)
+            deliveries = [delivery for delivery in deliveries if id(delivery) in self._held]
+        if is_transient(exc):
+            log.warning("%s %d job(s): %s: %s; requeueing them", stage, len(deliveries), type(exc).__name__, exc)
+            self._requeue(deliveries)
+            return
+        log.error("%s %d job(s) failed; failing them", stage, len(deliveries), exc_info=exc)
+        self._fail(deliveries, InternalError(f"{stage} the job raised {type(exc).__name__}: {exc}{REPORT}"))
+
+    def _fail(self, deliveries: list[Delivery], failure: JobFailure) -> None:
+        """Fail these jobs with ``failure`` and ack them. When their records cannot be written, they are requeued
+        if storage is unreachable (attempts bound that), else acked all the same: never retried forever."""
+        finished = now()
+        records = [
+            failed_record(delivery.record or self._first_record(delivery.job), failure, finished)
+            for delivery in deliveries
+        ]
+        try:
+            self.store.write(records)
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning("could not record the failure of %d job(s) (%s); requeueing them", len(deliveries), exc)
+                self._requeue(deliveries)
+                return
+            log.exception("could not record the failure of %d job(s); acking them all the same", len(deliveries))
+        try:
+            self.on_final([delivery.job for delivery in deliveries if delivery.job.webhook])
+        except Exception:
+            log.exception("could not queue the webhooks of %d failed job(s)", len(deliveries))
+        self._ack(deliveries)
+
+    def _first_record(self, job: Job) -> JobRecord:
+        """The record of a job failed before it was claimed."""
+        return JobRecord(
+            state="running",
+            id=job.id,
+            task=job.task,
+            model=job.model,
+            submitted_at=job.submitted_at,
+            worker=self.worker_name,
+        )
+
+    def end_overdue_call(self, call: RunningCall) -> None:
+        """Settle every job this engine holds, before the watchdog ends the process stuck in ``call``. The consumer
+        stops first, so that requeued jobs go to other workers. A call of one job fails it with JobTimeout. A call
+        of several is requeued: on their next attempt each job runs in a call of its own, so only the one that
+        hangs fails. Every other job is requeued with its attempt given back (it did not run). Never raises."""
+        self._stopping.set()  # no more batches claimed
+        deadline = time.monotonic() + SETTLING_S
+        try:
+            self._stop_consuming()
+        except Exception:
+            log.exception("could not stop consuming; jobs requeued now may come back to this worker")
+        culprits = list(call.jobs)
+        try:
+            if len(culprits) == 1:
+                self._fail(culprits, timeout_failure(call.limit_s, restarted=self.worker_name))
+            else:
+                self._requeue(culprits)
+        except Exception:
+            log.exception("could not settle the jobs of the overdue call")
+        settled = self._requeue_held(deadline)
+        _await_broker([*culprits, *settled], deadline)
+
+    def _requeue_held(self, deadline: float) -> list[Delivery]:
+        """Requeue every held job, its attempt given back, until none has come in for a second (the consumer may
+        still deliver a message it was fetching when it stopped) or ``deadline``; the deliveries requeued."""
+        requeued: list[Delivery] = []
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 1.0 and time.monotonic() < deadline:
+            with self._held_lock:
+                held = list(self._held.values())
+            if not held:
+                time.sleep(0.1)
+                continue
+            try:
+                self._give_back_attempts(held)
+            except Exception:
+                log.exception("could not give back the attempts of %d requeued job(s)", len(held))
+            self._requeue(held)
+            requeued += held
+            quiet_since = time.monotonic()
+        return requeued
+
+    def _give_back_attempts(self, deliveries: list[Delivery]) -> None:
+        """Write claimed jobs back as queued, with the attempt they did not get to use."""
+        queued = [
+            delivery.record.model_copy(
+                update={"state": "queued", "attempts": delivery.record.attempts - 1, "started_at": None}
+            )
+            for delivery in deliveries
+            if delivery.record is not None
+        ]
+        if queued:
+            self.store.write(queued)
 
     def _release(self, deliveries: list[Delivery]) -> None:
         """Stop keeping these deliveries alive: they are settled."""
