@@ -50,6 +50,10 @@ class Limits(BaseModel):
     max_image_pixels: PositiveInt = Field(default=50_000_000, description="largest image, in pixels (width x height)")
     max_frame_pixels: PositiveInt = Field(default=4096 * 2160, description="largest video frame, in pixels")
     max_video_frames: PositiveInt = Field(default=18_000, description="most frames of a video (10 minutes at 30 fps)")
+    max_decoded_bytes_per_batch: PositiveInt = Field(
+        default=2 * 1024**3,
+        description="decoded media one micro-batch may hold in memory; jobs past it wait for the next micro-batch",
+    )
     ocr_timeout_s: PositiveFloat = Field(
         default=30.0,
         description="longest one Tesseract OCR run may take, in seconds",

@@ -26,7 +26,7 @@ from PIL import Image
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import MediaKind, TaskSpec
 from pipeq.worker.errors import MediaTooLarge, UnreadableMedia, WrongInputKind
-from pipeq.worker.samples import SPOOL_SAMPLE_BYTES, SampleSink, TooManySamples
+from pipeq.worker.samples import SPOOL_SAMPLE_BYTES, SampleSink, SpooledSamples, TooManySamples
 
 from pipeq.core.contract import InvalidJob, chat_messages, check_media_positions, check_text_chars
 
@@ -45,6 +45,23 @@ class Decoded:
         for resource in self.resources:
             resource.close()
         self.resources.clear()
+
+
+def resident_bytes(value: Any) -> int:
+    """About how many bytes of memory a decoded input holds: arrays (not those spooled to disk), images, text."""
+    if isinstance(value, SpooledSamples):
+        return 0
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, Image.Image):
+        return value.width * value.height * len(value.getbands())
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(resident_bytes(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return sum(resident_bytes(item) for item in value)
+    return 0
 
 
 Media = bytes | IO[bytes]

@@ -38,7 +38,7 @@ from pipeq.config.settings import Limits, Settings
 from pipeq.config.tasks import TaskSpec, task_spec
 from pipeq.worker.batcher import MicroBatcher
 from pipeq.worker.deadlines import CallDeadlines, CallWatch, RunningCall, limit_generation, timeout_failure
-from pipeq.worker.decoding import Decoded, decode
+from pipeq.worker.decoding import Decoded, decode, resident_bytes
 from pipeq.worker.errors import InternalError, JobFailure, ModelUnavailable, TooManyAttempts
 from pipeq.worker.infrastructure import is_transient
 from pipeq.worker.media import Fetched, MediaFetcher, release
@@ -352,11 +352,37 @@ class Engine:
         rate = getattr(getattr(batch.pipe, "feature_extractor", None), "sampling_rate", None)
         inputs = [delivery.job.input for delivery in batch.deliveries]
         raws = self.fetcher.fetch_many(inputs, self.settings.object_access(batch.entry))
+        budget = self.settings.limits.max_decoded_bytes_per_batch
+        held, deferred = 0, []
         try:
-            batch.inputs = [_decoded_or_failure(spec, raw, self.settings.limits, rate) for raw in raws]
+            for i, raw in enumerate(raws):
+                item = _decoded_or_failure(spec, raw, self.settings.limits, rate)
+                size = resident_bytes(item.value) if isinstance(item, Decoded) else 0
+                if size and held and held + size > budget:  # the first input always fits: its own limits bound it
+                    item.release()
+                    deferred.append(i)
+                    continue
+                held += size
+                batch.inputs.append(item)
         finally:
             for raw in raws:
                 release(raw)
+        if deferred:
+            self._defer(batch, deferred)
+
+    def _defer(self, batch: PreparedBatch, indices: list[int]) -> None:
+        """Take these jobs out of the batch and give them back to the queue, their attempt unused: the batch's
+        decoded media reached ``limits.max_decoded_bytes_per_batch``."""
+        later = [batch.deliveries[i] for i in indices]
+        log.info("%d job(s) wait for the next micro-batch: this one holds its decoded-bytes limit", len(later))
+        keep = [i for i in range(len(batch.deliveries)) if i not in set(indices)]
+        batch.deliveries = [batch.deliveries[i] for i in keep]
+        batch.records = [batch.records[i] for i in keep]
+        try:
+            self._give_back_attempts(later)
+        except Exception:
+            log.exception("could not give back the attempts of %d deferred job(s)", len(later))
+        self._requeue(later)
 
     def run(self, batch: PreparedBatch) -> None:
         """Run the batch's good inputs through the pipeline, store every job's record, then ack."""
