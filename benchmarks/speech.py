@@ -37,10 +37,6 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from pipeq.config.catalogue import ModelEntry  # noqa: E402
-from pipeq.config.settings import load_settings  # noqa: E402
-from pipeq.producer.client import Client  # noqa: E402
-from pipeq.worker.decoding import decode_audio  # noqa: E402
 
 from benchmarks.throughput import (  # noqa: E402
     MODEL,
@@ -56,6 +52,10 @@ from benchmarks.throughput import (  # noqa: E402
 from devtools.media import SAMPLING_RATE, encode_audio, repeated, speech  # noqa: E402
 from devtools.tiny_models import build_ctc_asr  # noqa: E402
 from devtools.tiny_whisper import WHISPER_SHAPES, build_whisper  # noqa: E402
+from pipeq.config.catalogue import ModelEntry  # noqa: E402
+from pipeq.config.settings import load_settings  # noqa: E402
+from pipeq.producer.client import Client  # noqa: E402
+from pipeq.worker.decoding import decode_audio  # noqa: E402
 
 TASK = "automatic-speech-recognition"
 BUCKET = "bench"

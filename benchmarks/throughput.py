@@ -45,15 +45,15 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+
+from devtools import config_files  # noqa: E402
+from devtools.tiny_models import build_text_classification  # noqa: E402
 from pipeq.config.catalogue import ModelEntry  # noqa: E402
 from pipeq.config.settings import Settings, load_settings  # noqa: E402
 from pipeq.config.tasks import TASKS  # noqa: E402
 from pipeq.producer.client import Client  # noqa: E402
 from pipeq.worker.decoding import Decoded  # noqa: E402
 from pipeq.worker.runner import run_group  # noqa: E402
-
-from devtools import config_files  # noqa: E402
-from devtools.tiny_models import build_text_classification  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"

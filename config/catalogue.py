@@ -4,8 +4,6 @@ import re
 import warnings
 from typing import Literal
 
-from pipeq.config.object_prefixes import normalise_prefix
-from pipeq.config.tasks import canonical_task, task_spec
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -15,6 +13,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from pipeq.config.object_prefixes import normalise_prefix
+from pipeq.config.tasks import canonical_task, task_spec
 
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Quantization = Literal["8bit", "4bit"]

@@ -8,9 +8,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
-from pipeq.config.catalogue import Catalogue, DeprecatedSetting, ModelEntry
-from pipeq.config.object_prefixes import SETTING, ObjectAccess, covers, normalise_prefix
-from pipeq.config.tasks import task_spec
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,6 +25,10 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from pipeq.config.catalogue import Catalogue, DeprecatedSetting, ModelEntry
+from pipeq.config.object_prefixes import SETTING, ObjectAccess, covers, normalise_prefix
+from pipeq.config.tasks import task_spec
 
 
 class Limits(BaseModel):

@@ -5,8 +5,9 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from pipeq.config.settings import Settings
 from pydantic import SecretStr
+
+from pipeq.config.settings import Settings
 
 
 def write_config(settings: Settings, path: Path) -> Path:

@@ -22,12 +22,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-from pipeq.config.catalogue import ModelEntry
-from pipeq.config.settings import IngestRule, Settings
-from pipeq.producer import Client
 
 from devtools.local_services import redis_server, s3_server
+from pipeq.config.catalogue import ModelEntry
+from pipeq.config.settings import IngestRule, Settings
 from pipeq.core.storage import s3_client
+from pipeq.producer import Client
 from pipeq.webhooks.signing import new_secret, verify
 
 DOCUMENTS = {

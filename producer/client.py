@@ -6,7 +6,6 @@ from typing import Any
 from pipeq.config.catalogue import UnknownModel
 from pipeq.config.settings import Settings, load_settings
 from pipeq.config.tasks import UnknownTask
-
 from pipeq.core.contract import InvalidJob, Job, check_object_access, make_input, payload_sha256
 from pipeq.core.messaging import TASK_NAME, make_celery
 from pipeq.core.records import JobRecord, RecordStore

@@ -11,11 +11,11 @@ from devtools.local_services import isolate_environment, redis_server, s3_server
 isolate_environment("testing")  # before transformers is imported
 
 import redis  # noqa: E402
-from pipeq.config.settings import Settings  # noqa: E402
-from pipeq.producer import Client  # noqa: E402
 
 from devtools.tiny_models import BUILDERS, EXTRA_MODELS  # noqa: E402
+from pipeq.config.settings import Settings  # noqa: E402
 from pipeq.core.storage import s3_client  # noqa: E402
+from pipeq.producer import Client  # noqa: E402
 from tests.support.settings import BUCKET, RESULTS_BUCKET, make_settings, tiny_entry  # noqa: E402
 
 
@@ -125,6 +125,7 @@ def upload(s3):
 def worker(settings: Settings, s3):
     """A real pipeq worker (Celery, solo pool, the micro-batching engine) running in a thread."""
     from celery.contrib.testing.worker import start_worker
+
     from pipeq.worker.app import create_app
 
     app = create_app(settings)

@@ -5,12 +5,12 @@ device pinning on top of this same app.
 """
 
 from celery import Celery, Task
-from pipeq.config.settings import Settings, load_settings
-from pipeq.worker.consumer import EngineStep
-from pipeq.worker.ocr import install_ocr_timeout
 
+from pipeq.config.settings import Settings, load_settings
 from pipeq.core.messaging import TASK_NAME, make_celery
 from pipeq.webhooks import delivery as webhooks
+from pipeq.worker.consumer import EngineStep
+from pipeq.worker.ocr import install_ocr_timeout
 
 
 def create_app(settings: Settings) -> Celery:

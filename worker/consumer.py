@@ -15,16 +15,16 @@ from functools import partial
 from typing import Any
 
 from celery import bootsteps
-from pipeq.config.settings import Settings
-from pipeq.worker.engine import Delivery, Engine
-from pipeq.worker.media import MediaFetcher
-from pipeq.worker.pipelines import PipelineCache, check_can_load
 
+from pipeq.config.settings import Settings
 from pipeq.core.contract import InvalidJob, Job
 from pipeq.core.records import JobError, JobRecord, RecordStore, now
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
 from pipeq.webhooks.delivery import enqueue_deliveries
+from pipeq.worker.engine import Delivery, Engine
+from pipeq.worker.media import MediaFetcher
+from pipeq.worker.pipelines import PipelineCache, check_can_load
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from typing import IO, Any
 import av
 import numpy as np
 from PIL import Image
+
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import MediaKind, TaskSpec
+from pipeq.core.contract import InvalidJob, chat_messages, check_media_positions, check_text_chars
 from pipeq.worker.errors import MediaTooLarge, UnreadableMedia, WrongInputKind
 from pipeq.worker.samples import SPOOL_SAMPLE_BYTES, SampleSink, SpooledSamples, TooManySamples
-
-from pipeq.core.contract import InvalidJob, chat_messages, check_media_positions, check_text_chars
 
 
 @dataclass

@@ -36,6 +36,9 @@ from typing import Any
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import Limits, Settings
 from pipeq.config.tasks import TaskSpec, task_spec
+from pipeq.core.contract import Job
+from pipeq.core.records import JobError, JobRecord, RecordStore, now
+from pipeq.core.results import ResultStorage
 from pipeq.worker.batcher import MicroBatcher
 from pipeq.worker.deadlines import CallDeadlines, CallWatch, RunningCall, limit_generation, timeout_failure
 from pipeq.worker.decoding import Decoded, decode, resident_bytes
@@ -46,10 +49,6 @@ from pipeq.worker.memory import pipeline_device_type
 from pipeq.worker.pipelines import PipelineCache
 from pipeq.worker.runner import run_group
 from pipeq.worker.watchdog import Watchdog
-
-from pipeq.core.contract import Job
-from pipeq.core.records import JobError, JobRecord, RecordStore, now
-from pipeq.core.results import ResultStorage
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from PIL import Image
+
 from pipeq.config.tasks import TaskSpec
 from pipeq.worker.decoding import Decoded
 from pipeq.worker.task_quirks import UNBATCHED_TASKS

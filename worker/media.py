@@ -19,10 +19,10 @@ from functools import partial
 from typing import IO, Any
 
 from botocore.exceptions import ClientError
-from pipeq.config.object_prefixes import SETTING, ObjectAccess
-from pipeq.worker.errors import JobFailure, MediaNotFound, MediaTooLarge
 
+from pipeq.config.object_prefixes import SETTING, ObjectAccess
 from pipeq.core.contract import DictInput, InlineInput, JobInput, ObjectInput, TextInput, replace_media
+from pipeq.worker.errors import JobFailure, MediaNotFound, MediaTooLarge
 
 Fetched = str | bytes | dict | IO[bytes]
 """Text, media bytes, a spooled object, or a dict input with each media reference replaced by its bytes or file."""

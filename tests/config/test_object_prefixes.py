@@ -2,10 +2,11 @@
 ingest rules that must watch inside them."""
 
 import pytest
+from pydantic import ValidationError
+
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.object_prefixes import ObjectAccess, normalise_prefix
 from pipeq.config.settings import IngestRule, Settings
-from pydantic import ValidationError
 
 TEXT = "text-classification"
 

@@ -3,12 +3,12 @@
 import re
 
 import pytest
+
 from pipeq.config.catalogue import ModelEntry, ParameterCaps
 from pipeq.config.parameter_types import AnyOf, Fixed, Integer, Items, Labels, Options, Schema
 from pipeq.config.parameters import REFUSED_KEYS, TASK_PARAMETERS, InvalidParameters, check_parameters
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import TASKS
-
 from pipeq.core.contract import InvalidJob, Job, make_input
 
 CAPS = ParameterCaps()

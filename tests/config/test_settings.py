@@ -1,6 +1,7 @@
 """Settings from a TOML file and the environment; the catalogue's lookups."""
 
 import pytest
+
 from pipeq.config import Catalogue, ModelEntry, UnknownModel, load_settings
 from pipeq.config.catalogue import DeprecatedSetting
 from pipeq.config.settings import Settings

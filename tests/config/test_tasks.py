@@ -6,12 +6,13 @@ import pydoc
 import typing
 
 import pytest
-from pipeq.config.parameters import IMAGE_PROCESSOR, SPEECH_GENERATION, TOKENIZER
-from pipeq.config.tasks import GENERATE_KWARGS, TASKS, Modality, task_spec
-from pipeq.config.tasks import TASK_ALIASES as OUR_ALIASES
 from transformers import GenerationConfig, PreTrainedTokenizerBase, WhisperForConditionalGeneration
 from transformers.pipelines import SUPPORTED_TASKS, TASK_ALIASES
 from transformers.processing_utils import ImagesKwargs
+
+from pipeq.config.parameters import IMAGE_PROCESSOR, SPEECH_GENERATION, TOKENIZER
+from pipeq.config.tasks import GENERATE_KWARGS, TASKS, Modality, task_spec
+from pipeq.config.tasks import TASK_ALIASES as OUR_ALIASES
 
 # Parameters a pipeline takes through its **kwargs: tokenizer arguments, generation arguments.
 THROUGH_KWARGS = {

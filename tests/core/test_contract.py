@@ -3,9 +3,9 @@
 import json
 
 import pytest
+
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import task_spec
-
 from pipeq.core.contract import (
     DictInput,
     InlineInput,

@@ -2,10 +2,9 @@
 
 import base64
 
+from devtools.config_files import write_config
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import IngestRule, Limits, Settings, Webhooks, load_settings
-
-from devtools.config_files import write_config
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"a config-file test secret, 32 B").decode()
 

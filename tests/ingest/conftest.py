@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import pytest
 import redis
-from pipeq.config.settings import IngestRule, Settings
-from pipeq.producer import Client
 
+from pipeq.config.settings import IngestRule, Settings
 from pipeq.ingest.ingester import Ingester
+from pipeq.producer import Client
 from tests.support.s3_events import INGEST_ID_KEY
 from tests.support.settings import make_settings
 

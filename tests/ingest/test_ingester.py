@@ -3,8 +3,8 @@
 import logging
 
 import pytest
-from pipeq.config.settings import IngestRule
 
+from pipeq.config.settings import IngestRule
 from pipeq.ingest.ingester import Ingester
 from pipeq.ingest.rules import match
 from tests.support.s3_events import put

@@ -5,9 +5,9 @@ import logging
 import threading
 
 import redis
-from pipeq.config.settings import IngestRule
 from pydantic import SecretStr
 
+from pipeq.config.settings import IngestRule
 from pipeq.ingest.ingester import Ingester
 from pipeq.ingest.redis_list import RedisListSource
 from tests.support.s3_events import INGEST_ID_KEY, REMOVED, put, record, redis_entry

@@ -1,7 +1,6 @@
 """Rules to jobs: the first matching rule decides, and a job id names one object version for good."""
 
 from pipeq.config.settings import IngestRule
-
 from pipeq.core.contract import ObjectInput
 from pipeq.ingest.rules import jobs_for_event, match
 from tests.support.s3_events import INGEST_ID_KEY, REMOVED, record

@@ -1,8 +1,8 @@
 """Submission: invalid jobs are refused before anything is enqueued; ids are idempotency keys."""
 
 import pytest
-from pipeq.producer import Client, InvalidJob, UnknownJob
 
+from pipeq.producer import Client, InvalidJob, UnknownJob
 from tests.support.settings import make_settings, model_name
 
 TEXT = "text-classification"

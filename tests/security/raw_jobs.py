@@ -2,8 +2,8 @@
 its checks, as anything that can write to the broker could; and a look at what the broker still holds."""
 
 import redis
-from pipeq.config.settings import Settings
 
+from pipeq.config.settings import Settings
 from pipeq.core.contract import Job
 from pipeq.core.messaging import TASK_NAME
 from pipeq.core.records import JobRecord

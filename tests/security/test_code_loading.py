@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
-from pipeq.producer import InvalidJob
 
 from devtools.media import encode_audio, picture, speech
 from pipeq.core.contract import Job, make_input
+from pipeq.producer import InvalidJob
 from tests.security.raw_jobs import final_record, publish_raw
 from tests.support.settings import model_name
 

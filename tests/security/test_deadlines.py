@@ -14,8 +14,12 @@ from functools import partial
 
 import pytest
 import transformers
+
+from devtools.config_files import write_config
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.tasks import task_spec
+from pipeq.core.contract import Job, make_input
+from pipeq.core.records import RecordStore
 from pipeq.producer import Client
 from pipeq.worker import supervisor
 from pipeq.worker.deadlines import CallDeadlines, CallWatch, RunningCall, limit_generation
@@ -25,10 +29,6 @@ from pipeq.worker.errors import JobTimeout
 from pipeq.worker.runner import run_group
 from pipeq.worker.supervisor import supervise
 from pipeq.worker.watchdog import OVERDUE_EXIT_CODE
-
-from devtools.config_files import write_config
-from pipeq.core.contract import Job, make_input
-from pipeq.core.records import RecordStore
 from tests.support.broker import wait_for_no_messages
 from tests.support.engines import Labeller, Messages, OnePipeline, engine_on, run_through
 from tests.support.hang_hook import MARKER, start_hanging_workers

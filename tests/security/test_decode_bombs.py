@@ -4,12 +4,12 @@ anything is decoded; a dict input carries few media references, and all its stri
 max_text_chars."""
 
 import pytest
-from pipeq.producer import InvalidJob
-from pipeq.worker.errors import UnreadableMedia
-from pipeq.worker.samples import SampleSink
 
 from devtools.media import picture
 from pipeq.core.contract import Job, make_input
+from pipeq.producer import InvalidJob
+from pipeq.worker.errors import UnreadableMedia
+from pipeq.worker.samples import SampleSink
 from tests.security.raw_jobs import final_record, publish_raw
 from tests.support.bombs import flac_declaring, flat_video, png_declaring, wav
 from tests.support.jobs import failed, run

@@ -9,17 +9,17 @@ from types import SimpleNamespace
 
 import pytest
 import redis
+
 from pipeq.config.tasks import task_spec
+from pipeq.core.contract import Job, make_input
+from pipeq.core.messaging import TASK_NAME
+from pipeq.core.records import JobRecord, RecordStore, now
 from pipeq.worker import engine as engine_module
 from pipeq.worker import runner as runner_module
 from pipeq.worker.consumer import batching_strategy
 from pipeq.worker.decoding import Decoded
 from pipeq.worker.errors import PipelineError
 from pipeq.worker.runner import run_group
-
-from pipeq.core.contract import Job, make_input
-from pipeq.core.messaging import TASK_NAME
-from pipeq.core.records import JobRecord, RecordStore, now
 from tests.security.raw_jobs import final_record, publish_raw
 from tests.support.broker import wait_for_no_messages
 from tests.support.engines import Labeller, Messages, OnePipeline, engine_on, run_through

@@ -2,9 +2,9 @@
 payload under the same id is a conflict that changes nothing."""
 
 import pytest
-from pipeq.producer import Client, InvalidJob, JobConflict
 
 from pipeq.core.records import JobRecord
+from pipeq.producer import Client, InvalidJob, JobConflict
 from tests.support.settings import BUCKET, make_settings, model_name
 
 TEXT = "text-classification"

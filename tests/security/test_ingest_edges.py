@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import pytest
 import redis
-from pipeq.config.settings import IngestRule, Settings
-from pipeq.producer import Client
 from pydantic import SecretStr
 
+from pipeq.config.settings import IngestRule, Settings
 from pipeq.ingest.http_endpoint import EndpointLimits, HttpEndpoint
 from pipeq.ingest.ingester import Ingester
 from pipeq.ingest.redis_list import MAX_ATTEMPTS, RedisListSource
+from pipeq.producer import Client
 from tests.support.s3_events import record, redis_entry, webhook_body
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until

@@ -6,13 +6,13 @@ import uuid
 
 import pytest
 from botocore.exceptions import ClientError
-from pipeq.producer import InvalidJob
-from pipeq.worker.errors import MediaNotFound
-from pipeq.worker.media import MediaFetcher
 
 from pipeq.core.contract import Job, ObjectInput, make_input
 from pipeq.core.messaging import TASK_NAME
 from pipeq.core.records import JobRecord
+from pipeq.producer import InvalidJob
+from pipeq.worker.errors import MediaNotFound
+from pipeq.worker.media import MediaFetcher
 from tests.support.settings import BUCKET, model_name
 
 TEXT, VISION = "text-classification", "image-text-to-text"

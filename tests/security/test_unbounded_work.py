@@ -7,12 +7,12 @@ requeued the whole batch, again and again). A generation job that names no lengt
 """
 
 import pytest
-from pipeq.config.catalogue import ModelEntry
-from pipeq.producer import Client, InvalidJob
 
 from devtools.config_files import write_config
 from devtools.media import picture, video
+from pipeq.config.catalogue import ModelEntry
 from pipeq.core.contract import Job, make_input
+from pipeq.producer import Client, InvalidJob
 from tests.security.raw_jobs import final_record, publish_raw, wait_for_empty_broker
 from tests.support.settings import make_settings, model_name
 from tests.support.workers import kill, start_worker_process

@@ -10,10 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from pipeq.producer import InvalidJob
 
 from pipeq.core import contract
 from pipeq.core.contract import Job, make_input
+from pipeq.producer import InvalidJob
 from tests.security.raw_jobs import final_record, publish_raw
 from tests.support.jobs import failed
 from tests.support.settings import model_name

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from pipeq.config.settings import Settings, Webhooks
 
+from pipeq.config.settings import Settings, Webhooks
 from pipeq.core.records import JobRecord, RecordStore, now
 from pipeq.webhooks.delivery import DELIVER_TASK, Deliverer, create_webhooks_app
 from pipeq.webhooks.http import Guard, PermanentFailure, TemporaryFailure, UnsafeURL, post

@@ -4,8 +4,8 @@ and the unacked hash, as in a redelivery loop, is always seen in one of them."""
 import time
 
 import redis
-from pipeq.config.settings import Settings
 
+from pipeq.config.settings import Settings
 from pipeq.core.broker import REGISTRY
 from tests.support.waiting import wait_until
 

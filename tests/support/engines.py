@@ -6,10 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeq.config.settings import Settings
-from pipeq.worker.engine import Delivery, Engine
-
 from pipeq.core.contract import Job
 from pipeq.core.records import RecordStore
+from pipeq.worker.engine import Delivery, Engine
 from tests.support.waiting import wait_until
 
 

@@ -8,10 +8,10 @@ import json
 import pytest
 import redis
 import standardwebhooks
-from pipeq.config.settings import Settings
 from pydantic import ValidationError
 
 from pipeq.cli.main import build_parser, main
+from pipeq.config.settings import Settings
 from pipeq.webhooks.cli import run_cli
 from pipeq.webhooks.dead_letters import DeadLetters
 from pipeq.webhooks.signing import signed_headers

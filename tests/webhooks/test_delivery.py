@@ -16,13 +16,12 @@ import redis
 from celery.contrib.testing.worker import TestWorkController, setup_app_for_worker
 from celery.signals import task_postrun, task_retry
 from kombu.asynchronous import get_event_loop, set_event_loop
-from pipeq.config.settings import Settings, Webhooks
-from pipeq.producer import Client
-from pipeq.worker.app import create_app
 
+from pipeq.config.settings import Settings, Webhooks
 from pipeq.core.contract import Job, TextInput
 from pipeq.core.records import JobRecord, RecordStore, now
 from pipeq.core.storage import s3_client
+from pipeq.producer import Client
 from pipeq.webhooks.dead_letters import DeadLetters
 from pipeq.webhooks.delivery import (
     DELIVER_TASK,
@@ -33,6 +32,7 @@ from pipeq.webhooks.delivery import (
     retry_delay,
 )
 from pipeq.webhooks.signing import verify
+from pipeq.worker.app import create_app
 from tests.support.receiver import Receiver, Reply
 from tests.support.settings import BUCKET, make_settings, model_name
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from pipeq.config.settings import Webhooks
 
+from pipeq.config.settings import Webhooks
 from pipeq.webhooks.http import Guard, PermanentFailure, TemporaryFailure, UnsafeURL, parse_retry_after, post
 from tests.support.receiver import Receiver, Reply
 

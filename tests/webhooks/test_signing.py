@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 import standardwebhooks
-from pipeq.config.settings import Settings, Webhooks
 from pydantic import ValidationError
 
+from pipeq.config.settings import Settings, Webhooks
 from pipeq.webhooks.signing import WebhookVerificationError, new_secret, sign, signed_headers, signing_key, verify
 
 # The Standard Webhooks specification's published test vector.

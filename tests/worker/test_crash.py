@@ -3,10 +3,10 @@
 from collections import Counter
 
 import pytest
-from pipeq.config.catalogue import ModelEntry
-from pipeq.producer import Client
 
 from devtools.config_files import write_config
+from pipeq.config.catalogue import ModelEntry
+from pipeq.producer import Client
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 from tests.support.workers import kill, start_worker_process

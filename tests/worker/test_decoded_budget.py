@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 from PIL import Image
-from pipeq.config.settings import Limits
-from pipeq.worker.decoding import resident_bytes
-from pipeq.worker.samples import SpooledSamples
 
+from pipeq.config.settings import Limits
 from pipeq.core.contract import Job, TextInput
 from pipeq.core.records import RecordStore
+from pipeq.worker.decoding import resident_bytes
+from pipeq.worker.samples import SpooledSamples
 from tests.support.engines import Labeller, Messages, OnePipeline, engine_on, run_through
 from tests.support.settings import make_settings, model_name
 

@@ -6,12 +6,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
+from devtools.media import encode_audio, picture, speech, truncated, video
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import TASKS
 from pipeq.worker.decoding import decode, decode_audio, decode_media_in
 from pipeq.worker.errors import UnreadableMedia, WrongInputKind
-
-from devtools.media import encode_audio, picture, speech, truncated, video
 
 ASR = TASKS["automatic-speech-recognition"]
 IMAGE = TASKS["image-classification"]

@@ -7,15 +7,15 @@ import re
 
 import numpy as np
 import pytest
+
+from devtools.media import encode_audio, picture, speech, video
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import TASKS
+from pipeq.core.contract import Job, make_input
 from pipeq.worker import decoding
 from pipeq.worker.decoding import decode, decode_audio, decode_image, decode_media_in, decode_video
 from pipeq.worker.errors import MediaTooLarge, UnreadableMedia, WrongInputKind
 from pipeq.worker.samples import SampleSink, TooManySamples
-
-from devtools.media import encode_audio, picture, speech, video
-from pipeq.core.contract import Job, make_input
 from tests.support.bombs import flac_declaring, flat_video, png_declaring, wav
 
 ASR = TASKS["automatic-speech-recognition"]

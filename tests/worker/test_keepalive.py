@@ -5,10 +5,10 @@ import time
 
 import pytest
 import redis
-from pipeq.config.catalogue import ModelEntry
-from pipeq.producer import Client
 
 from devtools.config_files import write_config
+from pipeq.config.catalogue import ModelEntry
+from pipeq.producer import Client
 from tests.support.settings import make_settings
 from tests.support.workers import kill, start_worker_process
 
@@ -79,9 +79,8 @@ def test_jobs_waiting_longer_than_the_visibility_timeout_run_once(keepalive_setu
 
 
 def test_held_messages_are_touched_in_one_call_per_channel(settings):
-    from pipeq.worker.engine import Delivery, Engine
-
     from pipeq.core.contract import Job, TextInput
+    from pipeq.worker.engine import Delivery, Engine
 
     calls: list[tuple[str, list[int]]] = []
 

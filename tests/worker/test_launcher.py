@@ -8,10 +8,10 @@ import sys
 import time
 
 import pytest
-from pipeq.worker.launcher import child_command, gpu_indices, parse_devices, pin_device, supervise
 
 from devtools.config_files import write_config
 from pipeq.cli.main import build_parser, main
+from pipeq.worker.launcher import child_command, gpu_indices, parse_devices, pin_device, supervise
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 from tests.support.workers import ROOT

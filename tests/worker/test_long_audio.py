@@ -5,14 +5,14 @@ import tracemalloc
 
 import numpy as np
 import pytest
+
+from devtools.media import SAMPLING_RATE, encode_audio, repeated, speech
 from pipeq.config.tasks import TASKS
+from pipeq.core.contract import ObjectInput
 from pipeq.worker.decoding import Decoded, decode_audio
 from pipeq.worker.media import MediaFetcher, release
 from pipeq.worker.runner import run_group
 from pipeq.worker.samples import SpooledSamples
-
-from devtools.media import SAMPLING_RATE, encode_audio, repeated, speech
-from pipeq.core.contract import ObjectInput
 from tests.support.compare import same
 from tests.support.settings import MAX_MEDIA_BYTES
 

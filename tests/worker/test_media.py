@@ -1,11 +1,11 @@
 """Fetching inputs: media references inside dict inputs are fetched, and spooled ones released."""
 
 import pytest
-from pipeq.worker.errors import MediaNotFound
-from pipeq.worker.media import MediaFetcher, release
 
 from devtools.media import picture
 from pipeq.core.contract import make_input
+from pipeq.worker.errors import MediaNotFound
+from pipeq.worker.media import MediaFetcher, release
 
 
 @pytest.fixture

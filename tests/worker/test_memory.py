@@ -5,6 +5,7 @@ import weakref
 
 import pytest
 import torch
+
 from pipeq.config.tasks import TASKS
 from pipeq.worker.decoding import Decoded
 from pipeq.worker.errors import PipelineError

@@ -4,6 +4,7 @@ import io
 
 import pytest
 from PIL import Image, ImageDraw
+
 from pipeq.config.settings import Limits
 from pipeq.worker.ocr import install_ocr_timeout
 

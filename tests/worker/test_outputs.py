@@ -7,6 +7,7 @@ import json
 import numpy as np
 import torch
 from PIL import Image
+
 from pipeq.worker.outputs import to_jsonable
 
 

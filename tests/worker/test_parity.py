@@ -1,9 +1,9 @@
 """A job's result equals what transformers.pipeline returns for the same model and input, for every task."""
 
 import pytest
-from pipeq.worker.decoding import decode_audio
 
 from devtools.media import SAMPLING_RATE, encode_audio, picture, speech
+from pipeq.worker.decoding import decode_audio
 from tests.support.decoded import rgb, samples_of
 from tests.support.jobs import check, run
 

@@ -4,11 +4,11 @@ import logging
 from pathlib import Path
 
 import pytest
+
+from devtools.tiny_models import build_text_classification
 from pipeq.config.catalogue import ModelEntry
 from pipeq.worker.memory import pipeline_bytes
 from pipeq.worker.pipelines import PipelineCache, check_can_load, load_pipeline, placement
-
-from devtools.tiny_models import build_text_classification
 
 TASK = "text-classification"
 
@@ -137,9 +137,8 @@ def test_an_unbounded_cache_keeps_every_model(tiny):
 
 
 def test_a_cpu_worker_serving_a_quantized_model_refuses_to_start(redis_url, s3_endpoint, tmp_path, redis_db):
-    from pipeq.config.catalogue import ModelEntry
-
     from devtools.config_files import write_config
+    from pipeq.config.catalogue import ModelEntry
     from tests.support.settings import make_settings
     from tests.support.workers import start_worker_process
 

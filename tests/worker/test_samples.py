@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+
 from pipeq.worker.samples import SampleSink, SpooledSamples
 
 MIB = 1024 * 1024

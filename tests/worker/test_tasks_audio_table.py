@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+
+from devtools.media import encode_audio, picture, speech, truncated, video
+from devtools.tiny_audio_table import CLAP_SECONDS, VIDEO_FRAMES
 from pipeq.config.tasks import task_spec
+from pipeq.core.contract import InvalidJob
 from pipeq.worker.decoding import Decoded, decode_audio
 from pipeq.worker.grouping import padding_changes_results
 from pipeq.worker.outputs import encode_audio as encode_wav
 from pipeq.worker.runner import run_group
-
-from devtools.media import encode_audio, picture, speech, truncated, video
-from devtools.tiny_audio_table import CLAP_SECONDS, VIDEO_FRAMES
-from pipeq.core.contract import InvalidJob
 from tests.support.compare import same
 from tests.support.decoded import samples_of
 from tests.support.jobs import check, failed, run

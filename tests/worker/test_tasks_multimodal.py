@@ -5,17 +5,17 @@ import importlib.util
 from typing import Any
 
 import pytest
+
+from devtools.media import encode_audio, picture, speech, truncated
+from devtools.tiny_multimodal import AUDIO_PROMPT
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import task_spec
+from pipeq.core.contract import InvalidJob, Job, make_input
 from pipeq.worker.decoding import decode
 from pipeq.worker.errors import ModelUnavailable, WrongInputKind
 from pipeq.worker.pipelines import load_pipeline
 from pipeq.worker.runner import run_group
-
-from devtools.media import encode_audio, picture, speech, truncated
-from devtools.tiny_multimodal import AUDIO_PROMPT
-from pipeq.core.contract import InvalidJob, Job, make_input
 from tests.support.compare import same
 from tests.support.decoded import rgb, samples_of
 from tests.support.jobs import check, failed, run

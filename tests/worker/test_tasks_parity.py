@@ -4,13 +4,13 @@ import io
 
 import pytest
 from PIL import Image, ImageDraw
-from pipeq.config.settings import Limits
-from pipeq.config.tasks import task_spec
-from pipeq.worker.decoding import decode
-from pipeq.worker.errors import UnreadableMedia, WrongInputKind
 
 from devtools.media import SAMPLING_RATE, encode_audio, picture, speech
+from pipeq.config.settings import Limits
+from pipeq.config.tasks import task_spec
 from pipeq.core.contract import InvalidJob
+from pipeq.worker.decoding import decode
+from pipeq.worker.errors import UnreadableMedia, WrongInputKind
 from tests.support.decoded import rgb, samples_of
 from tests.support.jobs import check, run
 from tests.support.settings import model_name

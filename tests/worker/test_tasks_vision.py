@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from pipeq.config.tasks import TASKS
-from pipeq.worker.decoding import Decoded
-from pipeq.worker.runner import run_group
 
 from devtools.media import picture, truncated
+from pipeq.config.tasks import TASKS
 from pipeq.core.contract import InvalidJob
 from pipeq.core.records import JobRecord
+from pipeq.worker.decoding import Decoded
+from pipeq.worker.runner import run_group
 from tests.support.compare import same
 from tests.support.decoded import rgb
 from tests.support.jobs import check, failed, run

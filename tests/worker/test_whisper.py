@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeq.worker.decoding import decode_audio
-from pipeq.worker.grouping import SIMILAR
 
 from devtools.media import SAMPLING_RATE, encode_audio, repeated, speech
 from pipeq.core.records import JobRecord
+from pipeq.worker.decoding import decode_audio
+from pipeq.worker.grouping import SIMILAR
 from tests.support.compare import same
 from tests.support.jobs import check, run
 
