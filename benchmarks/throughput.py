@@ -298,7 +298,7 @@ def report(results: dict[str, Any]) -> str:
         ("in-process, length-sorted, batch_size=16", inp["sorted_bs16"]),
         (f"in-process, pipeq's batching in {results['chunk']}-item chunks", inp["chunked"]),
         ("pipeq worker", pq),
-        ("one-job-one-call worker (max_batch_jobs=1, pipeline_batch_size=1)", naive),
+        ("one-job-one-call worker (1 job, bs=1)", naive),
     ]
     for name, row in rows:
         line = f"{name:{width}}{row.get('items_per_s', row.get('jobs_per_s')):>10.1f}{row['seconds']:>10.1f}"
