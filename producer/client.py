@@ -108,16 +108,7 @@ class Client:
         skipped. If any id exists with another payload, nothing is published: the records just created are
         removed again and JobConflict names the id."""
         records = [
-            JobRecord(
-                state="queued",
-                id=job.id,
-                task=job.task,
-                model=job.model,
-                submitted_at=job.submitted_at,
-                webhook=job.webhook,
-                payload_sha256=payload_sha256(job),
-            )
-            for job, _ in jobs
+            JobRecord.of(job, "queued", webhook=job.webhook, payload_sha256=payload_sha256(job)) for job, _ in jobs
         ]
         existing = self.store.create(records)
         conflicts = [

@@ -300,12 +300,9 @@ class Engine:
         previous_records = self.store.get_many([job.id for job in jobs])
         for job, previous in zip(jobs, previous_records, strict=True):
             running.append(
-                JobRecord(
-                    state="running",
-                    id=job.id,
-                    task=job.task,
-                    model=job.model,
-                    submitted_at=job.submitted_at,
+                JobRecord.of(
+                    job,
+                    "running",
                     started_at=started,
                     attempts=(previous.attempts if previous else 0) + 1,
                     micro_batch_jobs=len(jobs),
@@ -374,7 +371,8 @@ class Engine:
         decoded media reached ``limits.max_decoded_bytes_per_batch``."""
         later = [batch.deliveries[i] for i in indices]
         log.info("%d job(s) wait for the next micro-batch: this one holds its decoded-bytes limit", len(later))
-        keep = [i for i in range(len(batch.deliveries)) if i not in set(indices)]
+        deferred = set(indices)
+        keep = [i for i in range(len(batch.deliveries)) if i not in deferred]
         batch.deliveries = [batch.deliveries[i] for i in keep]
         batch.records = [batch.records[i] for i in keep]
         try:
@@ -466,14 +464,7 @@ class Engine:
 
     def _first_record(self, job: Job) -> JobRecord:
         """The record of a job failed before it was claimed."""
-        return JobRecord(
-            state="running",
-            id=job.id,
-            task=job.task,
-            model=job.model,
-            submitted_at=job.submitted_at,
-            worker=self.worker_name,
-        )
+        return JobRecord.of(job, "running", worker=self.worker_name)
 
     def end_overdue_call(self, call: RunningCall) -> None:
         """Settle every job this engine holds, before the watchdog ends the process stuck in ``call``. The consumer

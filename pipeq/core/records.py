@@ -95,6 +95,12 @@ class JobRecord(BaseModel):
             data.setdefault("micro_batch_jobs", data.pop("batch_size"))
         return data
 
+    @classmethod
+    def of(cls, job: Any, state: State, **fields: Any) -> "JobRecord":
+        """A record of ``job`` (a :class:`pipeq.core.contract.Job`) in ``state``: its id, task, model and submission
+        time, and ``fields``. The webhook is not copied: whoever makes the record says where it comes from."""
+        return cls(state=state, id=job.id, task=job.task, model=job.model, submitted_at=job.submitted_at, **fields)
+
     @property
     def done(self) -> bool:
         return self.state in FINAL_STATES
