@@ -16,7 +16,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import socket
 import threading
 from contextlib import suppress
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from pipeq.core.deadline import SocketDeadline
 from pipeq.ingest.events import MalformedEvent, parse_event
 from pipeq.ingest.ingester import Ingester
 
@@ -182,24 +182,16 @@ class _EventHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()  # the socket timeout: ``timeout``, set from limits.socket_timeout_s
-        self._cut_off = False
-        self._deadline = threading.Timer(self.limits.request_deadline_s, self._cut_off_now)
-        self._deadline.daemon = True
-        self._deadline.start()
+        self._deadline = SocketDeadline(self.limits.request_deadline_s).start()  # for the request to arrive
+        self._deadline.watch(self.connection)
 
     def finish(self) -> None:
-        self._deadline.cancel()
+        self._deadline.close()
         with suppress(OSError):
             super().finish()
 
-    def _cut_off_now(self) -> None:
-        """The request took longer than request_deadline_s to arrive: end the connection."""
-        self._cut_off = True
-        with suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
-
     def do_POST(self) -> None:
-        if self._cut_off:
+        if self._deadline.passed:
             return self._hang_up()
         if self.auth_token and not hmac.compare_digest(
             self.headers.get("Authorization", "").encode(), f"Bearer {self.auth_token}".encode()
@@ -227,7 +219,7 @@ class _EventHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._deadline.cancel()
-        if self._cut_off:
+        if self._deadline.passed:
             return self._hang_up()
         self._reply(200, {"status": "ok"})
 

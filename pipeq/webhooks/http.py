@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 import httpx
 
 from pipeq.config.settings import Webhooks
+from pipeq.core.deadline import SocketDeadline
 from pipeq.webhooks.addresses import IPAddress, address_refusal
-from pipeq.webhooks.deadline import AttemptDeadline
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -136,7 +136,7 @@ class Guard:
 def post(url: str, body: bytes, headers: dict[str, str], config: Webhooks, guard: Guard | None = None) -> int:
     """POST ``body`` to ``url`` within ``config.timeout`` seconds in all; the 2xx status it answered."""
     guard = guard or Guard(config.allow_private)
-    with AttemptDeadline(config.timeout) as deadline:
+    with SocketDeadline(config.timeout) as deadline:
         target = guard.check(url, deadline.remaining())
         response, head = _exchange(target, body, headers, config, deadline)
     _raise_unless_ok(target.url, response, head)
@@ -144,7 +144,7 @@ def post(url: str, body: bytes, headers: dict[str, str], config: Webhooks, guard
 
 
 def _exchange(
-    target: Target, body: bytes, headers: dict[str, str], config: Webhooks, deadline: AttemptDeadline
+    target: Target, body: bytes, headers: dict[str, str], config: Webhooks, deadline: SocketDeadline
 ) -> tuple[httpx.Response, bytes]:
     """Send one request to the target's checked address; the response and at most max_response_bytes of it."""
     pinned = target.url.copy_with(host=target.address)

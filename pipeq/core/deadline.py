@@ -1,10 +1,10 @@
-"""One attempt's deadline, enforced by shutting its connections down when it passes.
+"""A deadline enforced on sockets: when it passes, the sockets it watches are shut down.
 
-A per-read timeout is not a deadline: a receiver that sends its status line and headers a byte at a time
-resets it with every byte and can hold an attempt for as long as it likes. :class:`AttemptDeadline` runs a timer
-instead; when it fires it shuts down every socket the attempt opened (``shutdown``, which wakes a thread blocked
-reading or writing, TLS included), so the attempt fails at once. httpx reports each new connection through its
-``trace`` request extension (:meth:`AttemptDeadline.trace`), which is how the sockets are found.
+A per-read timeout is not a deadline: a peer that sends a byte at a time resets it with every byte and can hold a
+connection for as long as it likes. :class:`SocketDeadline` runs a timer instead; when it fires it shuts down
+every socket it watches (``shutdown``, which wakes a thread blocked reading or writing, TLS included), so the
+exchange fails at once. A webhook attempt watches the connections httpx opens (:meth:`SocketDeadline.trace`, its
+``trace`` request extension); the ingest endpoint watches the connection of each request it serves.
 """
 
 import socket
@@ -17,8 +17,9 @@ CONNECTED = "connection.connect_tcp.complete"
 """The httpx (httpcore) trace event of a new TCP connection; its ``return_value`` is the network stream."""
 
 
-class AttemptDeadline:
-    """``seconds`` from entering the ``with`` block, after which the attempt's sockets are shut down."""
+class SocketDeadline:
+    """``seconds`` from :meth:`start` (or entering the ``with`` block), after which the watched sockets are shut
+    down."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -29,21 +30,33 @@ class AttemptDeadline:
         self._sockets: list[socket.socket] = []
         self._passed = False
 
-    def __enter__(self) -> "AttemptDeadline":
+    def start(self) -> "SocketDeadline":
+        """Start counting."""
         self._ends = time.monotonic() + self.seconds
         self._timer.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def cancel(self) -> None:
+        """The deadline no longer applies: nothing is shut down when it would have passed."""
+        self._timer.cancel()
+
+    def close(self) -> None:
+        """Cancel, and let go of the watched sockets."""
         self._timer.cancel()
         with self._lock:
             for sock in self._sockets:
                 sock.close()  # our duplicate only: the connection itself is closed by its owner
             self._sockets.clear()
 
+    def __enter__(self) -> "SocketDeadline":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def passed(self) -> bool:
-        """Whether the deadline has passed (and the attempt's sockets were shut down)."""
+        """Whether the deadline has passed (and the watched sockets were shut down)."""
         return self._passed or time.monotonic() >= self._ends
 
     def remaining(self) -> float:
