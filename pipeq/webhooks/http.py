@@ -7,7 +7,7 @@ point the request elsewhere. Proxies from the environment are ignored for the sa
 
 An attempt has one deadline, ``[webhooks] timeout`` seconds, for everything: resolving, connecting, sending, the
 status line and headers, and reading the response. It is enforced by shutting the connection down
-(:mod:`pipeq.webhooks.deadline`), so a receiver that answers a byte at a time cannot stretch it.
+(:mod:`pipeq.core.deadline`), so a receiver that answers a byte at a time cannot stretch it.
 
 Redirects are not followed: a 3xx fails the delivery for good, since receivers must answer at the URL they gave
 (following one would also hand the signed request to whatever origin the redirect names).
