@@ -11,7 +11,8 @@ import pytest
 
 from devtools.config_files import write_config
 from pipeq.cli.main import build_parser, main
-from pipeq.worker.launcher import child_command, gpu_indices, parse_devices, pin_device, supervise
+from pipeq.worker.launcher import child_command, gpu_indices, parse_devices, pin_device
+from pipeq.worker.supervisor import supervise
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 from tests.support.workers import ROOT
