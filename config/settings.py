@@ -172,6 +172,25 @@ class IngestRule(BaseModel):
         return bucket == self.bucket and key.startswith(self.prefix) and key.endswith(self.suffix)
 
 
+class Metrics(BaseModel):
+    """Where a long-running pipeq process (model worker, webhook worker, ingester, backlog exporter) serves its
+    Prometheus metrics and health probes: ``/metrics``, ``/healthz`` (live), ``/readyz`` (ready)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="TCP port of the metrics and health endpoint; none: not served. `pipeq worker --devices` gives"
+        " its N-th device child port + N",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        description="address the endpoint listens on; 0.0.0.0 for a scraper in another container or host",
+    )
+
+
 MIN_INGEST_ID_KEY_CHARS = 32
 NEW_INGEST_ID_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 """A command that prints a good ``ingest_id_key``."""
@@ -221,12 +240,19 @@ class Settings(BaseSettings):
         description="times a job may start running (a worker killed while running it counts); the next delivery "
         "fails it with TooManyAttempts instead of running it again",
     )
+    drain_timeout_s: PositiveFloat | None = Field(
+        default=None,
+        description="longest a worker takes to stop after SIGTERM: it finishes the micro-batch in hand, requeues the"
+        " rest and exits (default: the slowest served model's expected_seconds + 15); set the grace period"
+        " (compose stop_grace_period, Kubernetes terminationGracePeriodSeconds) above it",
+    )
     fetch_concurrency: PositiveInt = 8
     pipeline_cache_bytes: PositiveInt | None = Field(
         default=None, description="bytes of models a worker keeps loaded; least recently used leave first"
     )
     device: str = Field(default="cpu", description="device the worker runs pipelines on: cpu or cuda:N")
     webhooks: Webhooks = Webhooks()
+    metrics: Metrics = Metrics()
     results_bucket: str | None = Field(default=None, description="bucket for results too large for Redis")
     max_inline_result_bytes: PositiveInt = Field(
         default=256 * 1024, description="results larger than this (as JSON) go to results_bucket"
@@ -307,6 +333,19 @@ class Settings(BaseSettings):
         slowest = max((m.expected_seconds + m.max_wait_s for m in self.models), default=60.0)
         retry_wait = self.webhooks.max_backoff + self.webhooks.timeout
         return int(max(300, 2 * slowest + 60, retry_wait + 60))
+
+
+DRAIN_MARGIN_S = 15.0
+"""What a drain takes beside the micro-batch in hand: settling its messages, closing the connections."""
+
+
+def drain_timeout(settings: Settings, queues: list[str]) -> float:
+    """Seconds a worker serving ``queues`` may take to drain after SIGTERM (see ``drain_timeout_s``)."""
+    if settings.drain_timeout_s:
+        return settings.drain_timeout_s
+    served = settings.catalogue.for_queues(queues) or settings.models
+    slowest = max((entry.expected_seconds for entry in served), default=60.0)
+    return slowest + DRAIN_MARGIN_S
 
 
 def _ingest_model(models: list[ModelEntry], rule: IngestRule) -> ModelEntry | None:

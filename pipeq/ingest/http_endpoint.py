@@ -20,12 +20,14 @@ import threading
 from contextlib import suppress
 from dataclasses import dataclass
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from pipeq.core.deadline import SocketDeadline
+from pipeq.core.http_server import BoundedHTTPServer
 from pipeq.ingest.events import MalformedEvent, parse_event
 from pipeq.ingest.ingester import Ingester
+from pipeq.ops import metrics
 
 log = logging.getLogger("pipeq.ingest")
 
@@ -74,7 +76,7 @@ class HttpEndpoint:
             )
         attributes = {"ingester": ingester, "auth_token": auth_token, "limits": limits}
         handler = type("Handler", (_EventHandler,), {**attributes, "timeout": limits.socket_timeout_s})
-        self.server = _BoundedServer((host, port), handler, limits.max_connections)
+        self.server = BoundedHTTPServer((host, port), handler, limits.max_connections)
         if not auth_token and not self.loopback_only:
             self.server.server_close()
             raise UnsafeEndpoint(
@@ -106,45 +108,6 @@ class HttpEndpoint:
 
     def close(self) -> None:
         self.server.server_close()
-
-
-class _BoundedServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer serving at most ``max_connections`` at once; bound, not yet listening."""
-
-    daemon_threads = True
-    BUSY_BODY = b'{"error": "too many connections at once; try again"}'
-    BUSY = (
-        b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(BUSY_BODY), BUSY_BODY)
-    )
-
-    def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
-        self.slots = threading.BoundedSemaphore(max_connections)
-        super().__init__(address, handler, bind_and_activate=False)
-        try:
-            self.server_bind()
-        except BaseException:
-            self.server_close()
-            raise
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            with suppress(OSError):
-                request.settimeout(1.0)
-                request.sendall(self.BUSY)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
 
 
 class _Refused(Exception):
@@ -209,8 +172,9 @@ class _EventHandler(BaseHTTPRequestHandler):
         if len(body) < length:
             return self._hang_up()
         try:
-            ids = self.ingester.handle_event(parse_event(body))
+            ids = self.ingester.handle_event(parse_event(body), "http")
         except MalformedEvent as exc:
+            metrics.ingest_events.labels("http", "malformed").inc()
             return self._reply(400, {"error": str(exc)})
         except Exception as exc:  # Redis or the broker unreachable: the sender should retry
             log.exception("could not submit the jobs of a POSTed event")

@@ -1,4 +1,4 @@
-"""Imports point one way: config <- core <- {producer, worker, webhooks, ingest} <- cli.
+"""Imports point one way: config <- core <- ops <- {producer, worker, webhooks, ingest} <- cli.
 
 Every ``import`` in pipeq's source, module level or inside a function, is read with ``ast``; a package may import
 its own modules, any lower layer, and the few sideways edges listed here. Developer tooling, tests and
@@ -13,11 +13,12 @@ from pathlib import Path
 LAYERS = {
     "pipeq.config": 0,
     "pipeq.core": 1,
-    "pipeq.producer": 2,
-    "pipeq.worker": 2,
-    "pipeq.webhooks": 2,
-    "pipeq.ingest": 2,
-    "pipeq.cli": 3,
+    "pipeq.ops": 2,  # metrics, health, backlog: what every long-running process serves
+    "pipeq.producer": 3,
+    "pipeq.worker": 3,
+    "pipeq.webhooks": 3,
+    "pipeq.ingest": 3,
+    "pipeq.cli": 4,
 }
 SIDEWAYS = {
     ("pipeq.ingest", "pipeq.producer"),  # ingestion submits jobs through the client

@@ -1,0 +1,1 @@
+"""Operating pipeq: Prometheus metrics, the health endpoint, the backlog of every queue."""
