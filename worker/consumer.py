@@ -16,48 +16,70 @@ from typing import Any
 
 from celery import bootsteps
 
-from pipeq.config.settings import Settings
+from pipeq.config.settings import DRAIN_MARGIN_S, Settings, drain_timeout
 from pipeq.core.contract import InvalidJob, Job
 from pipeq.core.records import JobError, JobRecord, RecordStore, now
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
+from pipeq.ops.http import Health, redis_health, serve
 from pipeq.webhooks.delivery import enqueue_deliveries
 from pipeq.worker.engine import Delivery, Engine
 from pipeq.worker.media import MediaFetcher
+from pipeq.worker.metrics import WorkerMetrics, cuda_memory
+from pipeq.worker.observers import Observers
 from pipeq.worker.pipelines import PipelineCache, check_can_load
+from pipeq.worker.task_events import TaskEvents
 
 log = logging.getLogger(__name__)
 
 
-def build_engine(app: Any, worker_name: str) -> Engine:
+def build_engine(app: Any, consumer: Any) -> Engine:
     """An engine with its record store, media fetcher, pipeline cache and result storage from the app's settings;
     finished jobs that asked for a webhook get a delivery queued. The fetcher reads only objects under the
-    settings' ``allowed_object_prefixes`` (the engine narrows that to each model's)."""
+    settings' ``allowed_object_prefixes`` (the engine narrows that to each model's). Its observers count what it
+    does (Prometheus metrics) and, when task events are on, send Celery's task events for each job."""
     settings: Settings = app.pipeq_settings
+    device = getattr(app, "pipeq_device_label", None) or settings.device  # the device it was pinned to
+    observers = Observers([])
     s3 = s3_client(settings, settings.fetch_concurrency)
-    return Engine(
+    limit = settings.limits.max_media_bytes
+    fetcher = MediaFetcher(
+        s3, limit, settings.fetch_concurrency, access=settings.object_access(), observe=observers.media_fetched
+    )
+    pipelines = PipelineCache(settings.device, settings.pipeline_cache_bytes)
+    engine = Engine(
         settings,
         RecordStore(settings.result_backend, settings.result_ttl),
-        MediaFetcher(s3, settings.limits.max_media_bytes, settings.fetch_concurrency, access=settings.object_access()),
-        PipelineCache(settings.device, settings.pipeline_cache_bytes),
-        worker_name,
+        fetcher,
+        pipelines,
+        consumer.hostname,
         results=ResultStorage(s3, settings.results_bucket, settings.max_inline_result_bytes),
         on_final=partial(enqueue_deliveries, app),
+        observer=observers,
     )
+    memory = cuda_memory(settings.device)
+    observers.observers.append(
+        WorkerMetrics(settings.catalogue, device, pipelines.held_sizes, engine.held_count, memory)
+    )
+    observers.observers.append(TaskEvents(consumer))
+    return engine
 
 
 class EngineStep(bootsteps.StartStopStep):
-    """Owns the engine for the life of the consumer: started with it, drained at shutdown."""
+    """Owns the engine for the life of the consumer: started with it, drained at shutdown. Serves the worker's
+    metrics and health probes (``[metrics] port``) from the start, so a probe sees it load."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        parent.pipeq_engine = build_engine(parent.app, parent.hostname)
+        parent.pipeq_engine = build_engine(parent.app, parent)
+        parent.pipeq_queues = []
+        parent.pipeq_metrics = serve(parent.app.pipeq_settings.metrics, worker_health(parent))
 
     def start(self, parent: Any) -> None:
         settings: Settings = parent.app.pipeq_settings
-        queues = [queue.name for queue in parent.task_consumer.queues]
+        queues = parent.pipeq_queues = [queue.name for queue in parent.task_consumer.queues]
         check_can_load(settings.catalogue.for_queues(queues), settings.device)  # refuse to start, saying why
         # A worker in the main thread owns its process: its watchdog may end it when a call cannot be stopped.
         owns_process = threading.current_thread() is threading.main_thread()
@@ -66,7 +88,12 @@ class EngineStep(bootsteps.StartStopStep):
         )
 
     def shutdown(self, parent: Any) -> None:
-        parent.pipeq_engine.stop()
+        """The drain: Celery has stopped taking messages; the engine finishes the micro-batch in hand and gives
+        back the rest, within the drain timeout (less the margin that closing the connections takes)."""
+        timeout = drain_timeout(parent.app.pipeq_settings, parent.pipeq_queues) - DRAIN_MARGIN_S / 2
+        parent.pipeq_engine.stop(max(1.0, timeout), while_waiting=partial(_carry_out_settlements, parent))
+        if parent.pipeq_metrics is not None:
+            parent.pipeq_metrics.close()
 
 
 def batching_strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Any:
@@ -100,6 +127,45 @@ def batching_strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Any:
         consumer.pipeq_engine.submit(delivery)
 
     return on_message
+
+
+def worker_health(consumer: Any) -> Health:
+    """The worker's probes. Live: the engine's loops run (or have not started yet: models are being checked).
+    Ready: the engine runs, is not draining, and the broker and the record store answer."""
+    settings: Settings = consumer.app.pipeq_settings
+    services = redis_health(settings.broker_url, settings.result_backend)
+
+    def live() -> str | None:
+        engine = consumer.pipeq_engine
+        if engine.draining or engine.alive() or not engine.started:
+            return None
+        return "the engine's loops stopped: restart the worker (its log says why)"
+
+    def ready() -> str | None:
+        engine = consumer.pipeq_engine
+        if engine.draining:
+            return "draining: the worker takes no more jobs and is about to exit"
+        if not engine.alive():
+            return "starting: the worker is connecting and checking the models of its queues"
+        return services.ready()
+
+    return Health(live=live, ready=ready)
+
+
+def _carry_out_settlements(consumer: Any) -> None:
+    """Run the acks and requeues the engine asked the consumer for (``call_soon``), on this thread, when it is the
+    consumer's own and the consumer's event loop no longer runs them (a drain, after SIGTERM)."""
+    hub = getattr(consumer, "hub", None)
+    if hub is None:
+        consumer.perform_pending_operations()
+        return
+    if getattr(hub, "_loop_thread", None) != threading.get_ident():
+        return  # the loop runs on another thread, which carries them out itself
+    for callback in hub._pop_ready():
+        try:
+            callback()
+        except Exception:
+            log.exception("could not settle a message while draining; the broker will redeliver it")
 
 
 def _stop_consuming(consumer: Any, timeout: float = 5.0) -> None:

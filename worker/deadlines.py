@@ -11,7 +11,7 @@ that returns past its deadline, stopped that way or merely late, fails its job w
 import copy
 import functools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -76,15 +76,20 @@ class CallWatch:
 @dataclass(frozen=True)
 class CallDeadlines:
     """What :func:`pipeq.worker.runner.run_group` needs to watch its calls: the watch, the limit of each call,
-    and the job of each of its items (what the watchdog settles)."""
+    the job of each of its items (what the watchdog settles), and whom to tell how long each call took."""
 
     watch: CallWatch
     limit_s: float
     jobs: Sequence[Any]
+    on_call: Callable[[int, float], None] = lambda inputs, seconds: None
+    """Told of each call that returned: its number of inputs, its seconds."""
 
-    def running(self, indices: Sequence[int]) -> Any:
+    @contextmanager
+    def running(self, indices: Sequence[int]) -> Iterator[RunningCall]:
         """The context of one call on the items at ``indices``: yields its :class:`RunningCall`."""
-        return self.watch.running(self.limit_s, [self.jobs[i] for i in indices])
+        with self.watch.running(self.limit_s, [self.jobs[i] for i in indices]) as call:
+            yield call
+        self.on_call(len(indices), time.monotonic() - call.started)
 
 
 def limit_generation(pipe: Any, watch: CallWatch) -> None:

@@ -46,6 +46,7 @@ from pipeq.worker.errors import InternalError, JobFailure, ModelUnavailable, Too
 from pipeq.worker.infrastructure import is_transient
 from pipeq.worker.media import Fetched, MediaFetcher, release
 from pipeq.worker.memory import pipeline_device_type
+from pipeq.worker.observers import EngineObserver
 from pipeq.worker.pipelines import PipelineCache
 from pipeq.worker.runner import run_group
 from pipeq.worker.watchdog import Watchdog
@@ -149,6 +150,7 @@ class Engine:
         worker_name: str = "pipeq",
         results: ResultStorage | None = None,
         on_final: Callable[[list[Job]], None] = lambda jobs: None,
+        observer: EngineObserver | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -157,6 +159,8 @@ class Engine:
         self.results = results
         self.on_final = on_final
         """Called with the finished jobs that asked for a webhook, before their messages are acked."""
+        self.observer = observer or EngineObserver()
+        """Told of every stage (metrics, task events): :mod:`pipeq.worker.observers`."""
         self.worker_name = worker_name
         self.batcher: MicroBatcher[Delivery] = MicroBatcher(self._limits)
         self._prepared: SimpleQueue[PreparedBatch | None] = SimpleQueue()
@@ -164,6 +168,7 @@ class Engine:
         self._stopping = threading.Event()
         self._model_idle = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._running: list[Delivery] = []  # the micro-batch the model thread runs now
         self._held: dict[int, Delivery] = {}  # id -> every delivery not yet acked or requeued
         self._held_lock = threading.Lock()
         self.watch = CallWatch()
@@ -177,7 +182,12 @@ class Engine:
         """Queue a received job for its micro-batch."""
         with self._held_lock:
             self._held[id(delivery)] = delivery
+        self.observer.received(delivery.job)
         self.batcher.put(group_key(delivery.job), delivery)
+
+    def held_count(self) -> int:
+        """How many jobs the engine holds unacked: waiting, being prepared, or running."""
+        return len(self._held)
 
     def touch_held(self) -> None:
         """Touch every delivery not yet settled, so none reaches the broker's visibility timeout; except the jobs
@@ -221,16 +231,48 @@ class Engine:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish the batch in hand and stop; jobs still waiting stay unacked, so the broker redelivers them."""
+    @property
+    def draining(self) -> bool:
+        """Whether the engine is stopping: it starts no more micro-batches."""
+        return self._stopping.is_set()
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has run."""
+        return bool(self._threads)
+
+    def alive(self) -> bool:
+        """Whether the engine's loops all run (false before :meth:`start` and once stopped)."""
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
+
+    def stop(self, timeout: float = 30.0, while_waiting: Callable[[], None] = lambda: None) -> None:
+        """Drain, then stop: take no more batches, give back to the queue what waits or is prepared but not
+        started (attempts unused), finish the micro-batch in hand, ack it. ``while_waiting`` is called every
+        50 ms meanwhile (to carry out the acks on the consumer's thread). Past ``timeout`` seconds whatever the
+        engine still holds is requeued (the running jobs' attempts counted) and it returns all the same."""
         self._stopping.set()
+        self.observer.draining()
         self._requeue(self.batcher.close())
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            while thread.is_alive() and time.monotonic() < deadline:
+                while_waiting()
+                thread.join(0.05)
+        if any(thread.is_alive() for thread in self._threads):
+            log.warning(
+                "the micro-batch in hand did not finish within the drain timeout (%g s): requeueing it", timeout
+            )
+            running = {id(delivery) for delivery in self._running}
+            with self._held_lock:
+                held = list(self._held.values())
+            self._hand_back([delivery for delivery in held if id(delivery) not in running])
+            self._requeue([delivery for delivery in held if id(delivery) in running])  # they started: attempts count
+        while_waiting()
         self._threads = []
         if self._watchdog is not None:
             self._watchdog.stop()
             self._watchdog = None
+        self.observer.close()
 
     # -- the loops ----------------------------------------------------------------------------------------
 
@@ -254,6 +296,10 @@ class Engine:
                 if is_transient(exc):
                     self._stopping.wait(TRANSIENT_BACKOFF_S)
                 continue
+            if self._stopping.is_set():  # draining: this batch will not start
+                self._hand_back(prepared.deliveries)
+                self._slot.release()
+                continue
             self._prepared.put(prepared)
         self._prepared.put(None)
 
@@ -265,10 +311,16 @@ class Engine:
     def _model_loop(self) -> None:
         while (prepared := self._next_prepared()) is not None:
             self._slot.release()
+            if self._stopping.is_set():  # draining: prepared, never started
+                self._hand_back(prepared.deliveries)
+                continue
+            self._running = prepared.deliveries
             try:
                 self.run(prepared)
             except Exception as exc:
                 self._settle_after(exc, "running", prepared.deliveries)
+            finally:
+                self._running = []
 
     def _next_prepared(self) -> PreparedBatch | None:
         """The next prepared batch; while none is there the model is idle, so waiting jobs need not wait."""
@@ -319,6 +371,10 @@ class Engine:
         written = self.store.write(running)
         fresh = [i for i, ok in enumerate(written) if ok and running[i].state == "running"]
         finished = [i for i, ok in enumerate(written) if not ok or running[i].state == "failed"]
+        self.observer.started(entry, [running[i] for i in fresh])
+        self.observer.finished([running[i] for i in finished if written[i]])  # given up now, not before
+        already = [previous_records[i] for i in finished if not written[i]]
+        self.observer.redelivered([record for record in already if record is not None and record.done])
         self.on_final([jobs[i] for i in finished if jobs[i].webhook])
         self._ack([deliveries[i] for i in finished])
         for i in fresh:
@@ -328,9 +384,13 @@ class Engine:
     def _load(self, batch: PreparedBatch) -> bool:
         """Put the model's pipeline, from the cache, in the batch; when it cannot load, every job fails saying why
         (and False)."""
+        loading = batch.entry.name not in self.pipelines.loaded()
+        began = time.monotonic()
         try:
             batch.pipe = self.pipelines.get(batch.entry)
         except Exception as exc:
+            if loading:
+                self.observer.model_loaded(batch.entry, time.monotonic() - began, False)
             if is_transient(exc):
                 raise
             if not isinstance(exc, JobFailure):
@@ -338,6 +398,8 @@ class Engine:
                 exc = ModelUnavailable(f"model {batch.entry.name} could not be loaded: {type(exc).__name__}: {exc}")
             batch.inputs = [exc] * len(batch.deliveries)
             return False
+        if loading:
+            self.observer.model_loaded(batch.entry, time.monotonic() - began, True)
         limit_generation(batch.pipe, self.watch)
         return True
 
@@ -375,11 +437,7 @@ class Engine:
         keep = [i for i in range(len(batch.deliveries)) if i not in deferred]
         batch.deliveries = [batch.deliveries[i] for i in keep]
         batch.records = [batch.records[i] for i in keep]
-        try:
-            self._give_back_attempts(later)
-        except Exception:
-            log.exception("could not give back the attempts of %d deferred job(s)", len(later))
-        self._requeue(later)
+        self._hand_back(later)
 
     def run(self, batch: PreparedBatch) -> None:
         """Run the batch's good inputs through the pipeline, store every job's record, then ack."""
@@ -387,9 +445,17 @@ class Engine:
             return
         ok = [i for i, item in enumerate(batch.inputs) if isinstance(item, Decoded)]
         outcomes: list[Any] = list(batch.inputs)
+        calls = 0
         if ok:
             spec = task_spec(batch.entry.task)
-            deadlines = CallDeadlines(self.watch, batch.entry.run_time_limit(), [batch.deliveries[i] for i in ok])
+
+            def called(inputs: int, seconds: float) -> None:
+                nonlocal calls
+                calls += 1
+                self.observer.pipeline_call(batch.entry, inputs, seconds)
+
+            jobs = [batch.deliveries[i] for i in ok]
+            deadlines = CallDeadlines(self.watch, batch.entry.run_time_limit(), jobs, called)
             alone = [k for k, i in enumerate(ok) if batch.records[i].attempts > 1]  # in a call that never returned?
             try:
                 batch_size = batch.entry.batch_size_on(pipeline_device_type(batch.pipe))
@@ -400,11 +466,13 @@ class Engine:
                     batch.inputs[i].release()  # temporary files (videos)
             for i, result in zip(ok, results, strict=True):
                 outcomes[i] = result
+        self.observer.micro_batch(batch.entry, len(batch.deliveries), calls)
         finished = now()
         final = [
             self._final(record, outcome, finished) for record, outcome in zip(batch.records, outcomes, strict=True)
         ]
         self.store.write(final)
+        self.observer.finished(final)
         self.on_final([delivery.job for delivery in batch.deliveries if delivery.job.webhook])
         self._ack(batch.deliveries)
 
@@ -456,6 +524,8 @@ class Engine:
                 self._requeue(deliveries)
                 return
             log.exception("could not record the failure of %d job(s); acking them all the same", len(deliveries))
+        else:
+            self.observer.finished(records)
         try:
             self.on_final([delivery.job for delivery in deliveries if delivery.job.webhook])
         except Exception:
@@ -499,14 +569,20 @@ class Engine:
             if not held:
                 time.sleep(0.1)
                 continue
-            try:
-                self._give_back_attempts(held)
-            except Exception:
-                log.exception("could not give back the attempts of %d requeued job(s)", len(held))
-            self._requeue(held)
+            self._hand_back(held)
             requeued += held
             quiet_since = time.monotonic()
         return requeued
+
+    def _hand_back(self, deliveries: list[Delivery]) -> None:
+        """Requeue jobs that did not run, with the attempt they did not use given back."""
+        if not deliveries:
+            return
+        try:
+            self._give_back_attempts(deliveries)
+        except Exception:
+            log.exception("could not give back the attempts of %d requeued job(s)", len(deliveries))
+        self._requeue(deliveries)
 
     def _give_back_attempts(self, deliveries: list[Delivery]) -> None:
         """Write claimed jobs back as queued, with the attempt they did not get to use."""

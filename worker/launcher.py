@@ -16,9 +16,13 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from pipeq.config.settings import drain_timeout, load_settings
+from pipeq.ops.http import PortInUse, check_port_free
 from pipeq.worker.supervisor import supervise
 
 _GPU_LIST = re.compile(r"^\d+(,\d+)*$")
+STOP_MARGIN_S = 5.0
+"""How much longer than a child's drain timeout the supervisor waits before killing it."""
 
 
 def pin_device(device: str, environ: dict[str, str] | None = None) -> str:
@@ -75,25 +79,52 @@ def child_command(
     loglevel: str,
     name: str | None,
     environ: Mapping[str, str] | None = None,
+    metrics_port: int | None = None,
+    task_events: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment of the ``pipeq worker --device`` child serving ``device``."""
+    """The command line and environment of the ``pipeq worker --device`` child serving ``device``; it serves its
+    metrics on ``metrics_port`` (each child its own)."""
     env = dict(os.environ if environ is None else environ)
     pin_device(device, env)  # the child would do it too: no GPU is ever seen before the pin
+    if metrics_port is not None:
+        env["PIPEQ_METRICS__PORT"] = str(metrics_port)
     command = [sys.executable, "-m", "pipeq.cli", "worker", "--device", device, "--loglevel", loglevel]
     if queues:
         command += ["--queues", ",".join(queues)]
     if name:
         base, at, host = name.partition("@")
         command += ["--name", f"{base}-{device.replace(':', '')}{at}{host}"]
+    if task_events:
+        command.append("--task-events")
     return command, env
 
 
-def run_workers(devices: list[str], queues: list[str] | None, loglevel: str = "INFO", name: str | None = None) -> int:
-    """Run one worker child per device until a signal stops them all or one ends for good; the exit status."""
-    return supervise([child_command(device, queues, loglevel, name) for device in devices], devices)
+def run_workers(
+    devices: list[str],
+    queues: list[str] | None,
+    loglevel: str = "INFO",
+    name: str | None = None,
+    task_events: bool = False,
+) -> int:
+    """Run one worker child per device until a signal stops them all or one ends for good; the exit status. The
+    N-th child serves its metrics on ``[metrics] port`` + N; a stop gives the children their drain timeout."""
+    settings = load_settings()
+    base = settings.metrics.port
+    commands = [
+        child_command(device, queues, loglevel, name, None, None if base is None else base + i, task_events)
+        for i, device in enumerate(devices)
+    ]
+    stop_timeout = drain_timeout(settings, queues or settings.catalogue.queues()) + STOP_MARGIN_S
+    return supervise(commands, devices, stop_timeout)
 
 
-def run_worker(device: str, queues: list[str] | None, loglevel: str = "INFO", name: str | None = None) -> None:
+def run_worker(
+    device: str,
+    queues: list[str] | None,
+    loglevel: str = "INFO",
+    name: str | None = None,
+    task_events: bool = False,
+) -> None:
     """Pin this process to ``device`` and run the worker on ``queues`` (default: every catalogue queue)."""
     if "torch" in sys.modules:
         raise RuntimeError("torch was imported before the device was pinned")
@@ -101,11 +132,13 @@ def run_worker(device: str, queues: list[str] | None, loglevel: str = "INFO", na
     from pipeq.worker.app import app
     from pipeq.worker.pipelines import check_can_load
 
+    app.pipeq_device_label = device  # metrics name the device pinned to, not the one seen inside (cuda:0)
     settings = app.pipeq_settings
     queues = queues or settings.catalogue.queues() or ["pipeq"]
     try:
         check_can_load(settings.catalogue.for_queues(queues), settings.device)
-    except ValueError as exc:
+        check_port_free(settings.metrics)
+    except (ValueError, PortInUse) as exc:
         raise SystemExit(f"pipeq worker: {exc}") from None
     label = device.replace(":", "")
     app.worker_main(
@@ -117,5 +150,6 @@ def run_worker(device: str, queues: list[str] | None, loglevel: str = "INFO", na
             "--pool=solo",
             "--without-gossip",
             "--without-mingle",
+            *(["--task-events"] if task_events else []),
         ]
     )

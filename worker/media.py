@@ -14,6 +14,8 @@ never sits in memory compressed. Whoever takes a fetched value calls :func:`rele
 """
 
 import tempfile
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import IO, Any
@@ -54,12 +56,15 @@ class MediaFetcher:
         concurrency: int = 8,
         spool_bytes: int = SPOOL_BYTES,
         access: ObjectAccess | None = None,
+        observe: Callable[[int, float, bool], None] = lambda size, seconds, ok: None,
     ) -> None:
         self.s3 = s3
         self.max_bytes = max_bytes
         self.spool_bytes = spool_bytes
         self.access = access
         """The objects every fetch may read (a worker's settings); None: any the credentials can read."""
+        self.observe = observe
+        """Told of every object read from storage: its size in bytes, the seconds it took, whether it worked."""
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="pipeq-fetch")
 
     def fetch_many(self, inputs: list[JobInput], access: ObjectAccess | None = None) -> list[Fetched | JobFailure]:
@@ -99,6 +104,19 @@ class MediaFetcher:
     def _get_object(self, ref: ObjectInput, access: ObjectAccess | None) -> bytes | IO[bytes]:
         if not self._allows(ref, access):
             raise not_readable(ref)
+        began = time.monotonic()
+        try:
+            value = self._read_object(ref)
+        except BaseException:
+            self.observe(0, time.monotonic() - began, False)
+            raise
+        size = len(value) if isinstance(value, bytes) else value.seek(0, 2)
+        if not isinstance(value, bytes):
+            value.seek(0)
+        self.observe(size, time.monotonic() - began, True)
+        return value
+
+    def _read_object(self, ref: ObjectInput) -> bytes | IO[bytes]:
         extra = {"VersionId": ref.version_id} if ref.version_id else {}
         try:
             response = self.s3.get_object(Bucket=ref.bucket, Key=ref.key, **extra)

@@ -155,6 +155,11 @@ class PipelineCache:
         """Names of the models held, least recently used first."""
         return list(self._pipelines)
 
+    def held_sizes(self) -> dict[str, int]:
+        """The models held and the bytes each takes."""
+        with self._lock:
+            return {name: self._sizes[name] for name in self._pipelines}
+
     def held_bytes(self) -> int:
         """Bytes the held models take."""
         return sum(self._sizes[name] for name in self._pipelines)

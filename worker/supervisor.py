@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pipeq.worker.watchdog import OVERDUE_EXIT_CODE
 
 STOP_TIMEOUT = 120.0
-"""Seconds the children get to finish their batches after a stop before they are killed."""
+"""Seconds the children get to drain after a stop before they are killed, unless told otherwise."""
 MAX_RESTARTS_PER_MINUTE = 5
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
@@ -60,9 +60,11 @@ def describe(returncode: int) -> str:
     return f"exited with {returncode}"
 
 
-def supervise(commands: list[tuple[list[str], dict[str, str]]], labels: list[str]) -> int:
+def supervise(
+    commands: list[tuple[list[str], dict[str, str]]], labels: list[str], stop_timeout: float = STOP_TIMEOUT
+) -> int:
     """Run ``commands`` as supervised children (see the module docstring) until a signal stops them (0) or one
-    ends for good (non-zero)."""
+    ends for good (non-zero); a stop gives them ``stop_timeout`` seconds to drain before they are killed."""
     stop_requested: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, _: stop_requested.append(signum)) for sig in _STOP_SIGNALS}
     children = [Child(command, env, label) for (command, env), label in zip(commands, labels, strict=True)]
@@ -74,7 +76,7 @@ def supervise(commands: list[tuple[list[str], dict[str, str]]], labels: list[str
             time.sleep(0.2)
             ended = _tend(children)
     finally:
-        _stop([child.process for child in children if child.process is not None])
+        _stop([child.process for child in children if child.process is not None], stop_timeout)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if ended is None:
@@ -115,12 +117,12 @@ def _tend(children: list[Child]) -> tuple[Child, int] | None:
     return None
 
 
-def _stop(processes: list[subprocess.Popen]) -> None:
-    """SIGTERM (Celery's warm shutdown) to every live child, then wait; kill those still there after the timeout."""
+def _stop(processes: list[subprocess.Popen], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM (the workers' drain) to every live child, then wait; kill those still there after ``timeout``."""
     for process in processes:
         if process.poll() is None:
             process.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT
+    deadline = time.monotonic() + timeout
     for process in processes:
         try:
             process.wait(max(0.0, deadline - time.monotonic()))

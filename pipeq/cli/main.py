@@ -57,12 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", help="comma-separated queues (default: every catalogue queue)")
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--name", help="Celery node name (default pipeq-<device>@host)")
+    worker.add_argument(
+        "-E",
+        "--task-events",
+        action="store_true",
+        help="send Celery task events for every job (Flower, celery-exporter)",
+    )
 
     from pipeq.ingest.cli import add_cli as add_ingest
+    from pipeq.ops.cli import add_cli as add_ops
     from pipeq.webhooks.cli import add_cli as add_webhooks
 
     add_ingest(commands)
     add_webhooks(commands)
+    add_ops(commands)
     return parser
 
 
@@ -70,11 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "worker":
         return _worker(args)
-    if args.command in ("ingest", "webhooks"):
+    if args.command in ("ingest", "webhooks", "queues", "metrics", "health"):
         from pipeq.config.settings import load_settings
         from pipeq.ingest.cli import run_cli as ingest
+        from pipeq.ops.cli import run_cli as ops
         from pipeq.webhooks.cli import run_cli as webhooks
 
+        if args.command in ("queues", "metrics", "health"):
+            return ops(args, load_settings)
         if args.command == "webhooks":
             return webhooks(args, load_settings)  # loaded when needed: new-secret works while the secret is refused
         return ingest(args, load_settings())
@@ -116,14 +127,14 @@ def _worker(args: argparse.Namespace) -> int:
 
     queues = args.queues.split(",") if args.queues else None
     if args.devices is None:
-        run_worker(args.device, queues, args.loglevel, args.name)
+        run_worker(args.device, queues, args.loglevel, args.name, args.task_events)
         return 0
     try:
         devices = parse_devices(args.devices)
     except ValueError as exc:
         print(f"pipeq: {exc}", file=sys.stderr)
         return 2
-    return run_workers(devices, queues, args.loglevel, args.name)
+    return run_workers(devices, queues, args.loglevel, args.name, args.task_events)
 
 
 if __name__ == "__main__":

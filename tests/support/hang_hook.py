@@ -11,9 +11,13 @@ from tests.support.workers import ROOT
 
 MARKER = "HANG"
 """A text input containing this never comes back from the pipeline."""
+SLOW_MARKER = "SLOW"
+"""A pipeline call on a text containing this takes :data:`SLOW_SECONDS` longer."""
+SLOW_SECONDS = 3
 
 _SITECUSTOMIZE = f'''
-"""Written by tests/support/hang_hook.py: pipeline calls on a text containing {MARKER!r} never return."""
+"""Written by tests/support/hang_hook.py: pipeline calls on a text containing {MARKER!r} never return; on one
+containing {SLOW_MARKER!r} they take {SLOW_SECONDS} s longer."""
 
 import importlib.abc
 import importlib.util
@@ -27,6 +31,8 @@ def _hanging(call):
         if any(isinstance(text, str) and {MARKER!r} in text for text in texts):
             while True:
                 time.sleep(1)
+        if any(isinstance(text, str) and {SLOW_MARKER!r} in text for text in texts):
+            time.sleep({SLOW_SECONDS})
         return call(self, inputs, *args, **kwargs)
 
     return __call__
@@ -54,10 +60,15 @@ sys.meta_path.insert(0, _PatchPipelines())
 
 def start_hanging_workers(config: Path, queues: str, log: Path, hook_dir: Path) -> subprocess.Popen:
     """``pipeq worker --devices cpu`` (the supervisor and its one child) with the hang hook, output to ``log``."""
+    return start_hooked(["--devices", "cpu", "--queues", queues], config, log, hook_dir)
+
+
+def start_hooked(arguments: list[str], config: Path, log: Path, hook_dir: Path, **env: str) -> subprocess.Popen:
+    """``pipeq worker ARGUMENTS`` with the hang hook and ``env`` added, output to ``log``."""
     hook_dir.mkdir(parents=True, exist_ok=True)
     (hook_dir / "sitecustomize.py").write_text(_SITECUSTOMIZE)
     pythonpath = os.pathsep.join(filter(None, [str(hook_dir), os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, PIPEQ_CONFIG=str(config), PYTHONPATH=pythonpath)
-    command = [sys.executable, "-m", "pipeq.cli", "worker", "--devices", "cpu", "--queues", queues]
+    env = dict(os.environ, PIPEQ_CONFIG=str(config), PYTHONPATH=pythonpath, **env)
+    command = [sys.executable, "-m", "pipeq.cli", "worker", *arguments]
     with open(log, "ab") as output:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
