@@ -1,5 +1,6 @@
 """The Python client: submit jobs (validated before anything is enqueued), then read or wait for results."""
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -136,6 +137,7 @@ class Client:
                         argsrepr=f"[job {job.id}]",  # Celery would repr the whole job for logs
                         kwargsrepr="{}",
                         producer=producer,
+                        headers={"pipeq_sent_at": time.time()},  # the backlog's oldest waiting age
                     )
                     published.append(job.id)
         except Exception:
