@@ -13,6 +13,7 @@ from pipeq.ingest.http_endpoint import AUTH_TOKEN_ENV, HttpEndpoint, UnsafeEndpo
 from pipeq.ingest.ingester import Ingester, MissingIdKey, Source, id_key
 from pipeq.ingest.polling import Poller
 from pipeq.ingest.redis_list import RedisListSource
+from pipeq.ops.http import PortInUse, redis_health, serve
 from pipeq.producer.client import Client
 
 log = logging.getLogger("pipeq.ingest")
@@ -80,11 +81,18 @@ def run_cli(args: argparse.Namespace, settings: Settings | None = None) -> int:
         print(f"pipeq ingest: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server = serve(settings.metrics, redis_health(settings.broker_url, settings.result_backend))
+    except PortInUse as exc:
+        print(f"pipeq ingest: {exc}", file=sys.stderr)
+        return 2
     client = Client(settings)
     try:
         running = sources(args, Ingester(settings, client))
     except UnsafeEndpoint as exc:
         client.close()
+        if server is not None:
+            server.close()
         print(f"pipeq ingest: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -105,4 +113,6 @@ def run_cli(args: argparse.Namespace, settings: Settings | None = None) -> int:
         for source in running:
             source.close()
         client.close()
+        if server is not None:
+            server.close()
     return 0

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from pipeq.config.settings import NEW_INGEST_ID_KEY, Settings
 from pipeq.ingest.rules import ObjectJob, jobs_for_event
+from pipeq.ops import metrics
 from pipeq.producer.client import Client
 
 log = logging.getLogger("pipeq.ingest")
@@ -54,8 +55,9 @@ class Ingester:
         self.state = client.store.redis
         self._submitting = threading.Lock()  # one client, shared by every source's thread
 
-    def submit(self, job: ObjectJob) -> str | None:
-        """Submit ``job`` (a no-op if its id exists) and mark its object seen; None if the job is invalid."""
+    def submit(self, job: ObjectJob, source: str = "poll") -> str | None:
+        """Submit ``job`` (a no-op if its id exists) and mark its object seen; None if the job is invalid.
+        ``source`` (redis_list, http, poll) labels its count in the metrics."""
         rule = job.rule
         try:
             with self._submitting:
@@ -72,12 +74,18 @@ class Ingester:
             job_id = None
         else:
             log.info("%s -> job %s (%s)", job.uri, job_id, rule.task)
-        self.mark_seen([job])
+        first_time = self.state.sadd(SEEN_KEY, job.seen)
+        outcome = "refused" if job_id is None else "submitted" if first_time else "duplicate"
+        metrics.ingest_events.labels(source, outcome).inc()
         return job_id
 
-    def handle_event(self, event: Any) -> list[str]:
-        """Submit the jobs a parsed bucket notification asks for; their ids (duplicates included)."""
-        ids = [self.submit(job) for job in jobs_for_event(event, self.rules)]
+    def handle_event(self, event: Any, source: str) -> list[str]:
+        """Submit the jobs a parsed bucket notification from ``source`` asks for; their ids (duplicates
+        included)."""
+        jobs = jobs_for_event(event, self.rules)
+        if not jobs:
+            metrics.ingest_events.labels(source, "unmatched").inc()
+        ids = [self.submit(job, source) for job in jobs]
         return [job_id for job_id in ids if job_id is not None]
 
     def unseen(self, jobs: Sequence[ObjectJob]) -> list[ObjectJob]:

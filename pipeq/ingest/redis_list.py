@@ -11,6 +11,7 @@ from kombu.exceptions import OperationalError
 
 from pipeq.ingest.events import MalformedEvent, parse_event
 from pipeq.ingest.ingester import Ingester
+from pipeq.ops import metrics
 
 log = logging.getLogger("pipeq.ingest")
 
@@ -56,8 +57,9 @@ class RedisListSource:
     def _process(self, raw: bytes) -> None:
         """Submit one entry's jobs and forget the entry; park it if it is malformed, or failed too often."""
         try:
-            self.ingester.handle_event(parse_event(raw))
+            self.ingester.handle_event(parse_event(raw), "redis_list")
         except MalformedEvent as exc:
+            metrics.ingest_events.labels("redis_list", "malformed").inc()
             self._park(raw, exc, 1)
             return
         except UNREACHABLE:

@@ -8,15 +8,30 @@ from typing import Any
 
 from pipeq.config.settings import Settings
 from pipeq.core.records import RecordStore
+from pipeq.ops.http import PortInUse, redis_health, serve
 from pipeq.webhooks.dead_letters import DeadLetters
 from pipeq.webhooks.delivery import create_webhooks_app, missing_secret, redeliver
 from pipeq.webhooks.signing import new_secret
 
 
 def run_webhooks_worker(
-    settings: Settings, concurrency: int = 16, loglevel: str = "INFO", name: str | None = None
+    settings: Settings,
+    concurrency: int = 16,
+    loglevel: str = "INFO",
+    name: str | None = None,
+    task_events: bool = False,
 ) -> None:
-    """Run a Celery worker (threads pool) that delivers webhooks from the webhooks queue."""
+    """Run a Celery worker (threads pool) that delivers webhooks from the webhooks queue, serving its metrics and
+    health on ``[metrics] port``; PortInUse when that port is taken."""
+    server = serve(settings.metrics, redis_health(settings.broker_url, settings.result_backend))
+    try:
+        _celery_worker(settings, concurrency, loglevel, name, task_events)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _celery_worker(settings: Settings, concurrency: int, loglevel: str, name: str | None, task_events: bool) -> None:
     create_webhooks_app(settings).worker_main(
         [
             "worker",
@@ -30,6 +45,7 @@ def run_webhooks_worker(
             f"--hostname={name or 'pipeq-webhooks@%h'}",
             "--without-gossip",
             "--without-mingle",
+            *(["--task-events"] if task_events else []),
         ]
     )
 
@@ -45,6 +61,7 @@ def add_cli(subparsers: Any) -> None:
     worker.add_argument("--concurrency", type=int, default=16, help="deliveries in flight at once")
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--name", help="Celery node name (default pipeq-webhooks@host)")
+    worker.add_argument("-E", "--task-events", action="store_true", help="send Celery task events (Flower)")
     actions.add_parser("new-secret", help="print a new signing secret for [webhooks] secret (whsec_ + base64)")
 
 
@@ -60,7 +77,11 @@ def run_cli(args: argparse.Namespace, load_settings: Callable[[], Settings]) -> 
         if refusal:
             print(f"pipeq webhooks worker: {refusal}", file=sys.stderr)
             return 2
-        run_webhooks_worker(settings, args.concurrency, args.loglevel, args.name)
+        try:
+            run_webhooks_worker(settings, args.concurrency, args.loglevel, args.name, args.task_events)
+        except PortInUse as exc:
+            print(f"pipeq webhooks worker: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.webhooks_action == "failed":
         for entry in DeadLetters(RecordStore(settings.result_backend).redis).entries():

@@ -22,6 +22,7 @@ queue, so a slow receiver never holds up a model:
 
 import logging
 import random
+import time
 from contextlib import suppress
 from functools import cached_property
 from typing import Any
@@ -35,6 +36,7 @@ from pipeq.core.messaging import make_celery
 from pipeq.core.records import JobRecord, RecordStore
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
+from pipeq.ops import metrics
 from pipeq.webhooks.dead_letters import DeadLetters
 from pipeq.webhooks.http import Guard, PermanentFailure, TemporaryFailure, post
 from pipeq.webhooks.payload import encode
@@ -62,7 +64,13 @@ def enqueue_deliveries(app: Any, jobs: list[Job]) -> None:
     queue = app.pipeq_settings.webhooks.queue
     with app.producer_or_acquire() as producer:
         for job in jobs:
-            app.send_task(DELIVER_TASK, args=[job.id], queue=queue, producer=producer)
+            app.send_task(
+                DELIVER_TASK,
+                args=[job.id],
+                queue=queue,
+                producer=producer,
+                headers={"pipeq_sent_at": time.time()},  # the backlog's oldest waiting age
+            )
 
 
 def missing_secret(config: Webhooks) -> str | None:
@@ -191,18 +199,25 @@ def register(app: Any) -> None:
         (messages queued before URLs were read from records) must be the record's."""
         config = deliverer.config
         attempt = self.request.retries + 1
+        began = time.monotonic()
         try:
-            if deliverer.attempt(job_id, url):
-                log.info("webhook for job %s delivered on attempt %d", job_id, attempt)
-            return
+            sent = deliverer.attempt(job_id, url)
         except PermanentFailure as exc:
+            _count(began, "failed")
             _give_up(deliverer, job_id, url, attempt, exc)
             return
         except Exception as exc:  # TemporaryFailure, or Redis / object storage trouble: worth another go
             failure = exc
+        else:
+            _count(began, "delivered" if sent else "skipped")
+            if sent:
+                log.info("webhook for job %s delivered on attempt %d", job_id, attempt)
+            return
         if attempt >= config.max_attempts:
+            _count(began, "failed")
             _give_up(deliverer, job_id, url, attempt, failure)
             return
+        _count(began, "retried")
         delay = retry_delay(config, self.request.retries, getattr(failure, "retry_after", None))
         delay = min(delay, longest_wait)  # a retry held longer than the visibility timeout would run twice
         unexpected = not isinstance(failure, TemporaryFailure)
@@ -212,7 +227,14 @@ def register(app: Any) -> None:
         raise self.retry(countdown=delay)
 
 
+def _count(began: float, outcome: str) -> None:
+    """One attempt in the metrics: its outcome and how long it took."""
+    metrics.webhook_attempts.labels(outcome).inc()
+    metrics.webhook_attempt.labels(outcome).observe(time.monotonic() - began)
+
+
 def _give_up(deliverer: Deliverer, job_id: str, url: str | None, attempts: int, exc: Exception) -> None:
+    metrics.webhook_dead_letters.inc()
     deliverer.dead_letters.add(job_id, deliverer.recorded_url(job_id) or url or "", attempts, str(exc))
     log.error("webhook for job %s failed after %d attempt(s): %s", job_id, attempts, exc)
 

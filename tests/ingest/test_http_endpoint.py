@@ -46,7 +46,7 @@ def test_the_http_endpoint_submits_once_however_often_an_object_is_announced(off
     assert (first.status_code, first.json()) == (200, {"jobs": [REPORT]})
     again = httpx.post(url + "minio/events", content=json.dumps(webhook_body(created)).encode())
     assert (again.status_code, again.json()) == (200, {"jobs": [REPORT]})
-    assert offline.ingester.handle_event(json.loads(redis_entry(created))) == [REPORT]  # the Redis list's way
+    assert offline.ingester.handle_event(json.loads(redis_entry(created)), "redis_list") == [REPORT]  # the list's way
     assert Poller(offline.ingester, interval=1.0, backfill=True).poll() == []  # polling has seen it too
 
     [job] = offline.queued()

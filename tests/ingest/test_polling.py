@@ -25,12 +25,12 @@ def test_polling_submits_objects_that_appear_after_the_first_pass(offline, s3, b
     assert poller.poll() == []
 
     announced = put(s3, bucket, "notes/announced", b"an event told us first")
-    assert offline.ingester.handle_event({"Records": [announced]}) == [ANNOUNCED]
+    assert offline.ingester.handle_event({"Records": [announced]}, "redis_list") == [ANNOUNCED]
     assert poller.poll() == []
 
     restarted = Ingester(offline.settings, offline.client)
     assert Poller(restarted, interval=1.0).poll() == []
-    assert restarted.handle_event({"Records": [existing, new, announced]}) == [OLD, NEW, ANNOUNCED]
+    assert restarted.handle_event({"Records": [existing, new, announced]}, "redis_list") == [OLD, NEW, ANNOUNCED]
     put(s3, bucket, "reports/new report.txt", b"overwritten: a new version")
     assert Poller(restarted, interval=1.0).poll() == [CHANGED]
 

@@ -273,10 +273,10 @@ def test_an_entry_whose_jobs_cannot_be_submitted_is_parked_after_a_few_attempts(
 def test_job_ids_are_keyed_and_differ_with_another_key(ingesting):
     event = {"Records": [record(ingesting.bucket, "d.txt", "e5")]}
     expected = ingesting.job_id("d.txt", "e5")
-    assert ingesting.ingester.handle_event(event) == [expected]
+    assert ingesting.ingester.handle_event(event, "http") == [expected]
     assert expected != "s3-" + hashlib.sha256(f"{ingesting.bucket}\0d.txt\0e5".encode()).hexdigest()[:40]
 
     rekeyed = ingesting.settings.model_copy(update={"ingest_id_key": SecretStr(OTHER_KEY)})
     other_id = ingesting.job_id("d.txt", "e5", OTHER_KEY)
-    assert Ingester(rekeyed, ingesting.client).handle_event(event) == [other_id]
+    assert Ingester(rekeyed, ingesting.client).handle_event(event, "http") == [other_id]
     assert other_id != expected
