@@ -11,7 +11,10 @@ a few up to ~300 words). It measures:
   once with ``Client.submit_many`` / ``wait_many``: jobs/s from first submit to last result;
 * the same worker with ``max_batch_jobs = 1`` and ``batch_size = 1``: one job, one pipeline call;
 * light load: jobs submitted one at a time at ``--rate`` jobs/s, each job's submit-to-result latency measured
-  by the client, against the in-process time of the same text at batch size 1 (queue overhead = the difference).
+  by the client, against the in-process time of the same text at batch size 1 (queue overhead = the difference);
+* the cost of being observed: two pipeq workers side by side, one plain, one with its metrics endpoint on (scraped
+  every second, fifteen times Prometheus's default rate) and Celery task events on (a receiver counts them),
+  fed the same jobs in alternating rounds (``--observed-rounds``); the ratio of their median jobs/s.
 
 torch keeps its default thread count everywhere; in the pipeq runs the client and redis-server share the same
 cores as the worker, which is the honest comparison; CPU time used by other processes during the run is reported
@@ -23,7 +26,7 @@ Results are printed and written to ``.bench/results.json``.
 
 import os
 
-from devtools.local_services import isolate_environment, redis_server
+from devtools.local_services import free_port, isolate_environment, redis_server
 
 isolate_environment()  # before transformers is imported
 
@@ -35,16 +38,19 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from contextlib import ExitStack, contextmanager  # noqa: E402
+from contextlib import ExitStack, contextmanager, suppress  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from celery import Celery  # noqa: E402
 
 from devtools import config_files  # noqa: E402
 from devtools.tiny_models import build_text_classification  # noqa: E402
@@ -191,12 +197,15 @@ def write_config(
 
 
 @contextmanager
-def worker_process(config: Path, queue: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``celery -A pipeq.worker.app worker`` in its own process, configured by ``config``; stopped on exit."""
+def worker_process(
+    config: Path, queue: str, log: Path, options: tuple[str, ...] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``celery -A pipeq.worker.app worker`` in its own process, configured by ``config``, with further Celery
+    ``options``; stopped on exit."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PIPEQ_")}
     env["PIPEQ_CONFIG"] = str(config)
-    options = f"-A pipeq.worker.app worker -Q {queue} -P solo --without-gossip --without-mingle --loglevel=WARNING"
-    command = [sys.executable, "-m", "celery", *options.split(), "-n", f"{queue}@%h"]
+    base = f"-A pipeq.worker.app worker -Q {queue} -P solo --without-gossip --without-mingle --loglevel=WARNING"
+    command = [sys.executable, "-m", "celery", *base.split(), *options, "-n", f"{queue}@%h"]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -277,6 +286,73 @@ def light_load(client: Client, texts: list[str], rate: float) -> tuple[list[floa
     return latencies, batch_sizes
 
 
+class Observer:
+    """What watches the observed worker: a scrape of its metrics every second, and a Celery event receiver that
+    counts its task events (as Flower would)."""
+
+    def __init__(self, metrics_url: str, broker_url: str) -> None:
+        self.scrapes = 0
+        self.events = 0
+        self._stop = threading.Event()
+        self._app = Celery(broker=broker_url, set_as_current=False)
+        self._threads = [threading.Thread(target=loop, daemon=True) for loop in (self._scrape, self._receive)]
+        self._url = metrics_url
+        for thread in self._threads:
+            thread.start()
+
+    def _scrape(self) -> None:
+        while not self._stop.wait(1.0):
+            with suppress(httpx.HTTPError):
+                httpx.get(self._url, timeout=5).raise_for_status()
+                self.scrapes += 1
+
+    def _receive(self) -> None:
+        def count(event: dict[str, Any]) -> None:
+            self.events += event["type"].startswith("task-")
+
+        with self._app.connection_for_read() as connection:
+            receiver = self._app.events.Receiver(connection, handlers={"*": count})
+            while not self._stop.is_set():
+                with suppress(TimeoutError, OSError):
+                    receiver.capture(limit=None, timeout=1, wakeup=False)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5)
+
+
+def observed_cost(
+    workdir: Path, redis_url: str, model: Path, texts: list[str], overrides: dict[str, Any], rounds: int
+) -> dict[str, Any]:
+    """A plain and an observed pipeq worker fed the same jobs in alternating rounds; their jobs/s."""
+    port = free_port()
+    plain_config = write_config(workdir / "plain.toml", redis_url, 4, model, "plain", **overrides)
+    observed_settings = {"metrics": {"port": port, "host": "127.0.0.1"}}
+    observed_config = write_config(
+        workdir / "observed.toml", redis_url, 6, model, "observed", settings=observed_settings, **overrides
+    )
+    runs: dict[str, list[float]] = {"plain": [], "observed": []}
+    with ExitStack() as stack:
+        clients = {}
+        for name, config, options in (("plain", plain_config, ()), ("observed", observed_config, ("-E",))):
+            log = workdir / f"{name}.log"
+            process = stack.enter_context(worker_process(config, name, log, options))
+            clients[name] = Client(load_settings(config))
+            stack.callback(clients[name].close)
+            wait_ready(clients[name], process, log, texts[:16])
+        observer = Observer(f"http://127.0.0.1:{port}/metrics", clients["observed"].settings.broker_url)
+        stack.callback(observer.close)
+        for i in range(rounds):
+            for name in ("plain", "observed") if i % 2 == 0 else ("observed", "plain"):
+                runs[name].append(pipeq_throughput(clients[name], texts)["jobs_per_s"])
+                print(f"  round {i + 1}, {name}: {runs[name][-1]:.1f} jobs/s", flush=True)
+        time.sleep(1.5)  # the last events on their way
+        watched = {"scrapes": observer.scrapes, "task_events": observer.events}
+    median = {name: float(np.median(values)) for name, values in runs.items()}
+    return {"rounds": rounds, "jobs_per_s": runs, "median_jobs_per_s": median, **watched}
+
+
 def report(results: dict[str, Any]) -> str:
     """The results as a table."""
     inp, pq, naive, light = results["in_process"], results["pipeq"], results["one_job_one_call"], results["light"]
@@ -324,6 +400,17 @@ def report(results: dict[str, Any]) -> str:
         label = {"model_time": "model time alone (in-process, bs=1)", "overhead": "queue overhead (latency - model)"}
         p50, p99 = light[name]["p50_ms"], light[name]["p99_ms"]
         lines.append(f"{label.get(name, 'submit-to-result latency'):{width}}{p50:>10.1f}{p99:>10.1f}")
+    if "observed" in results:
+        observed = results["observed"]
+        median = observed["median_jobs_per_s"]
+        lines += [
+            "",
+            f"observed: metrics scraped every second ({observed['scrapes']} scrapes), task events on"
+            f" ({observed['task_events']} received); {observed['rounds']} alternating rounds each",
+            f"{'pipeq worker, median jobs/s':{width}}{median['plain']:>10.1f}",
+            f"{'pipeq worker observed, median jobs/s':{width}}{median['observed']:>10.1f}",
+            f"{'observed / plain':{width}}{median['observed'] / median['plain']:>9.3f}x",
+        ]
     return "\n".join(lines)
 
 
@@ -335,6 +422,9 @@ def main() -> None:
     parser.add_argument("--max-batch-jobs", type=int, help="the pipeq worker's max_batch_jobs")
     parser.add_argument("--max-wait-s", type=float, help="the pipeq worker's max_wait_s")
     parser.add_argument("--pipeline-batch-size", type=int, help="the pipeq worker's pipeline_batch_size")
+    parser.add_argument(
+        "--observed-rounds", type=int, default=3, help="rounds of the observed-cost comparison (0: skip it)"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below on SIGTERM too
 
@@ -399,6 +489,9 @@ def main() -> None:
                         "model_time": percentiles(model_seconds),
                         "overhead": percentiles(overhead),
                     }
+        if args.observed_rounds:
+            print("observed vs plain worker ...", flush=True)
+            results["observed"] = observed_cost(workdir, redis_url, model, texts, overrides, args.observed_rounds)
     results["wall_seconds"] = time.perf_counter() - wall_start
     results["other_cpu_seconds"] = other_cpu_seconds(cpu_start)
     publish(results, report(results), "results.json")
