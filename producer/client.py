@@ -1,6 +1,5 @@
 """The Python client: submit jobs (validated before anything is enqueued), then read or wait for results."""
 
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -8,7 +7,7 @@ from pipeq.config.catalogue import UnknownModel
 from pipeq.config.settings import Settings, load_settings
 from pipeq.config.tasks import UnknownTask
 from pipeq.core.contract import InvalidJob, Job, check_object_access, make_input, payload_sha256
-from pipeq.core.messaging import TASK_NAME, make_celery
+from pipeq.core.messaging import TASK_NAME, make_celery, sent_now
 from pipeq.core.records import JobRecord, RecordStore
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
@@ -137,7 +136,7 @@ class Client:
                         argsrepr=f"[job {job.id}]",  # Celery would repr the whole job for logs
                         kwargsrepr="{}",
                         producer=producer,
-                        headers={"pipeq_sent_at": time.time()},  # the backlog's oldest waiting age
+                        headers=sent_now(),
                     )
                     published.append(job.id)
         except Exception:

@@ -46,7 +46,7 @@ def build_engine(app: Any, consumer: Any) -> Engine:
     fetcher = MediaFetcher(
         s3, limit, settings.fetch_concurrency, access=settings.object_access(), observe=observers.media_fetched
     )
-    pipelines = PipelineCache(settings.device, settings.pipeline_cache_bytes)
+    pipelines = PipelineCache(settings.device, settings.pipeline_cache_bytes, on_load=observers.model_loaded)
     engine = Engine(
         settings,
         RecordStore(settings.result_backend, settings.result_ttl),

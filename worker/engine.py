@@ -384,13 +384,9 @@ class Engine:
     def _load(self, batch: PreparedBatch) -> bool:
         """Put the model's pipeline, from the cache, in the batch; when it cannot load, every job fails saying why
         (and False)."""
-        loading = batch.entry.name not in self.pipelines.loaded()
-        began = time.monotonic()
         try:
             batch.pipe = self.pipelines.get(batch.entry)
         except Exception as exc:
-            if loading:
-                self.observer.model_loaded(batch.entry, time.monotonic() - began, False)
             if is_transient(exc):
                 raise
             if not isinstance(exc, JobFailure):
@@ -398,8 +394,6 @@ class Engine:
                 exc = ModelUnavailable(f"model {batch.entry.name} could not be loaded: {type(exc).__name__}: {exc}")
             batch.inputs = [exc] * len(batch.deliveries)
             return False
-        if loading:
-            self.observer.model_loaded(batch.entry, time.monotonic() - began, True)
         limit_generation(batch.pipe, self.watch)
         return True
 

@@ -9,6 +9,7 @@ import gc
 import importlib.util
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -123,20 +124,35 @@ class PipelineCache:
         device: str,
         max_bytes: int | None = None,
         loader: Callable[[ModelEntry, str], Any] = load_pipeline,
+        on_load: Callable[[ModelEntry, float, bool], None] = lambda entry, seconds, ok: None,
     ) -> None:
         self.device = device
         self.max_bytes = max_bytes
         self._loader = loader
+        self.on_load = on_load
+        """Told of every load: the entry, the seconds it took, whether it worked (after the cache is updated)."""
         self._pipelines: OrderedDict[str, Any] = OrderedDict()  # least recently used first
         self._sizes: dict[str, int] = {}  # bytes of every model loaded so far, kept or not
         self._lock = threading.Lock()
 
     def get(self, entry: ModelEntry) -> Any:
         """The pipeline for ``entry``, loading it if needed (ModelUnavailable if it cannot be)."""
+        began = time.monotonic()
+        try:
+            pipe, loaded = self._get_or_load(entry)
+        except BaseException:
+            self.on_load(entry, time.monotonic() - began, False)
+            raise
+        if loaded:
+            self.on_load(entry, time.monotonic() - began, True)
+        return pipe
+
+    def _get_or_load(self, entry: ModelEntry) -> tuple[Any, bool]:
+        """The pipeline for ``entry``, and whether it was loaded now."""
         with self._lock:
             if entry.name in self._pipelines:
                 self._pipelines.move_to_end(entry.name)
-                return self._pipelines[entry.name]
+                return self._pipelines[entry.name], False
             self._make_room(self._sizes.get(entry.name, 0))
             pipe = self._pipelines[entry.name] = self._loader(entry, self.device)
             self._sizes[entry.name] = size = pipeline_bytes(pipe)
@@ -149,7 +165,7 @@ class PipelineCache:
             # collection, whose full passes would otherwise stall the batches that trigger them.
             gc.collect()
             gc.freeze()
-            return pipe
+            return pipe, True
 
     def loaded(self) -> list[str]:
         """Names of the models held, least recently used first."""

@@ -1,11 +1,20 @@
 """The Celery wiring producers and workers share: one task name, JSON only, late acks, Redis broker options."""
 
+import time
+
 from celery import Celery
 
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import Settings
 
 TASK_NAME = "pipeq.infer"
+SENT_AT_HEADER = "pipeq_sent_at"
+"""The message header saying when it was sent (Unix time): the backlog's oldest waiting age reads it."""
+
+
+def sent_now() -> dict[str, float]:
+    """The headers of a message sent now."""
+    return {SENT_AT_HEADER: time.time()}
 
 
 def prefetch_count(settings: Settings) -> int:

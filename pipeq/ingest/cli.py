@@ -3,12 +3,12 @@
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 from typing import Any
 
 from pipeq.config.settings import Settings, load_settings
+from pipeq.core.lifetime import run_until_stopped
 from pipeq.ingest.http_endpoint import AUTH_TOKEN_ENV, HttpEndpoint, UnsafeEndpoint
 from pipeq.ingest.ingester import Ingester, MissingIdKey, Source, id_key
 from pipeq.ingest.polling import Poller
@@ -99,15 +99,9 @@ def run_cli(args: argparse.Namespace, settings: Settings | None = None) -> int:
     threads = [threading.Thread(target=source.run, args=(stop,)) for source in running]
     for thread in threads:
         thread.start()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+        run_until_stopped(stop)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        stop.set()
         for thread in threads:
             thread.join()
         for source in running:

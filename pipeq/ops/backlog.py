@@ -42,11 +42,11 @@ from redis.retry import Retry
 
 from pipeq.config.settings import Settings
 from pipeq.core.broker import SOURCES
+from pipeq.core.messaging import SENT_AT_HEADER
 from pipeq.ops.metrics import BACKLOG_LABELS, BACKLOG_UP, QUEUE_HELD, QUEUE_OLDEST_AGE, QUEUE_WAITING
 
 log = logging.getLogger(__name__)
 
-SENT_AT_HEADER = "pipeq_sent_at"
 """The message header holding when a message was published (Unix time, a float)."""
 UNACKED = "unacked"
 """kombu's hash of unacked messages (its Redis transport's default ``unacked_key``)."""

@@ -6,7 +6,6 @@ import http.client
 import json
 import logging
 import math
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -15,9 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from pipeq.config.settings import Settings
+from pipeq.core.lifetime import run_until_stopped
 from pipeq.ops.backlog import (
     BacklogCollector,
     QueueBacklog,
@@ -239,8 +239,9 @@ def _metrics(
     host = host or settings.metrics.host
     where = redis_address(settings.broker_url)
     collector = BacklogCollector(client, backlog_queues(settings, extra), f"the broker's Redis at {where}")
+    registry = exporter_registry(collector)
     try:
-        server = MetricsServer(host, port, Health(ready=collector.problem), REGISTRY)
+        server = MetricsServer(host, port, Health(ready=collector.problem), registry)
     except PortInUse as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return 2
@@ -248,20 +249,22 @@ def _metrics(
         print(f"{command}: cannot listen on {host}:{port}: {exc}; check --host / [metrics] host", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    REGISTRY.register(collector)
     log.info("the backlog of %s, read from %s, on %s/metrics", ", ".join(collector.queues), where, server.url)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+        run_until_stopped(threading.Event())
     finally:
-        signal.signal(signal.SIGTERM, previous)
         server.close()
-        REGISTRY.unregister(collector)
     return 0
+
+
+def exporter_registry(collector: BacklogCollector) -> CollectorRegistry:
+    """What the exporter serves: the backlog and its own process's metrics; not the (empty) metrics of workers,
+    which would only blur sums across targets."""
+    registry = CollectorRegistry()
+    for make in (ProcessCollector, PlatformCollector, GCCollector):
+        make(registry=registry)
+    registry.register(collector)
+    return registry
 
 
 # -- pipeq health --------------------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ QUEUE_WAITING = ("pipeq_queue_waiting_jobs", "Jobs waiting in a queue, taken by 
 QUEUE_HELD = ("pipeq_queue_held_jobs", "Jobs of a queue held by workers: prefetched, batching or running.")
 QUEUE_OLDEST_AGE = (
     "pipeq_queue_oldest_waiting_age_seconds",
-    "Age of the oldest job waiting in a queue (since its submission); 0 when none waits.",
+    "Age of the oldest job waiting in a queue (since it was sent to the queue); 0 when none waits.",
 )
 BACKLOG_UP = ("pipeq_backlog_up", "1 when this scrape read the backlog from Redis, 0 when Redis could not be read.")
 BACKLOG_LABELS = {QUEUE_WAITING[0]: ("queue",), QUEUE_HELD[0]: ("queue",), QUEUE_OLDEST_AGE[0]: ("queue",)}

@@ -32,7 +32,7 @@ from celery import Celery, Task
 
 from pipeq.config.settings import Settings, Webhooks
 from pipeq.core.contract import Job
-from pipeq.core.messaging import make_celery
+from pipeq.core.messaging import make_celery, sent_now
 from pipeq.core.records import JobRecord, RecordStore
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
@@ -69,7 +69,7 @@ def enqueue_deliveries(app: Any, jobs: list[Job]) -> None:
                 args=[job.id],
                 queue=queue,
                 producer=producer,
-                headers={"pipeq_sent_at": time.time()},  # the backlog's oldest waiting age
+                headers=sent_now(),
             )
 
 
@@ -259,7 +259,7 @@ def redeliver(settings: Settings, job_id: str, app: Celery | None = None) -> dic
         raise KeyError(f"no failed webhook delivery for job {job_id}")
     sender = app or make_celery(settings)
     try:
-        sender.send_task(DELIVER_TASK, args=[job_id], queue=settings.webhooks.queue)
+        sender.send_task(DELIVER_TASK, args=[job_id], queue=settings.webhooks.queue, headers=sent_now())
     except Exception:
         letters.add(job_id, entry["url"], entry["attempts"], entry["last_error"])  # keep it for another try
         raise

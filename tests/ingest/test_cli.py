@@ -3,12 +3,14 @@
 import argparse
 import os
 import signal
+import socket
 import threading
 
 import httpx
 import pytest
 
 from devtools.local_services import free_port
+from pipeq.config.settings import Metrics
 from pipeq.ingest.cli import add_cli, run_cli
 from tests.support.s3_events import put, redis_entry, webhook_body
 from tests.support.waiting import wait_until
@@ -105,3 +107,15 @@ def _up(url: str) -> bool:
         return httpx.get(url).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_a_taken_metrics_port_stops_the_start_naming_the_port(offline, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = offline.settings.model_copy(update={"metrics": Metrics(port=port)})
+        assert run_cli(parse("--poll", "1"), settings) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pipeq ingest: the metrics port 127.0.0.1:{port} is already in use")
+    assert "PIPEQ_METRICS__PORT" in err

@@ -36,7 +36,7 @@ def test_the_wheel_holds_pipeq_alone_and_runs(tmp_path: Path):
     ours = {p.name for p in site.iterdir()} - before - {"deps.pth"}
     assert ours == {"pipeq", "pipeq-0.1.0.dist-info"}
     shipped = {p.relative_to(site / "pipeq").parts[0] for p in (site / "pipeq").rglob("*.py")}
-    assert shipped == {"__init__.py", "config", "core", "producer", "worker", "webhooks", "ingest", "cli"}
+    assert shipped == {"__init__.py", "config", "core", "ops", "producer", "worker", "webhooks", "ingest", "cli"}
     assert (site / "pipeq" / "config" / "pipeq.example.toml").is_file()
 
     assert "submit" in run(env / "bin" / "pipeq", "--help", cwd=tmp_path)

@@ -4,6 +4,7 @@ is refused), failed, redeliver, and the actions' arguments."""
 import argparse
 import base64
 import json
+import socket
 
 import pytest
 import redis
@@ -11,7 +12,7 @@ import standardwebhooks
 from pydantic import ValidationError
 
 from pipeq.cli.main import build_parser, main
-from pipeq.config.settings import Settings
+from pipeq.config.settings import Metrics, Settings, Webhooks
 from pipeq.webhooks.cli import run_cli
 from pipeq.webhooks.dead_letters import DeadLetters
 from pipeq.webhooks.signing import signed_headers
@@ -85,3 +86,15 @@ def test_the_worker_refuses_to_start_without_a_secret_unless_unsigned_is_set(set
     err = capsys.readouterr().err
     assert err.startswith("pipeq webhooks worker: no [webhooks] secret is set")
     assert "`pipeq webhooks new-secret`" in err and "unsigned = true" in err
+
+
+def test_the_worker_refuses_to_start_on_a_taken_metrics_port(settings, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        signing = settings.model_copy(update={"webhooks": Webhooks(unsigned=True), "metrics": Metrics(port=port)})
+        assert run_cli(parse("worker"), lambda: signing) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pipeq webhooks worker: the metrics port 127.0.0.1:{port} is already in use")
+    assert "PIPEQ_METRICS__PORT" in err

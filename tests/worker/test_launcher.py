@@ -105,6 +105,14 @@ def test_each_child_is_a_pipeq_worker_pinned_to_its_device():
     assert env == {"CUDA_VISIBLE_DEVICES": ""}
 
 
+def test_each_child_serves_its_metrics_on_a_port_of_its_own_and_passes_task_events_on():
+    ports = [child_command(device, None, "INFO", None, {}, 9500 + i)[1]["PIPEQ_METRICS__PORT"] for i, device in
+             enumerate(["cuda:0", "cuda:1", "cuda:2"])]  # fmt: skip
+    assert ports == ["9500", "9501", "9502"]
+    command, env = child_command("cuda:0", None, "INFO", None, {}, None, task_events=True)
+    assert "PIPEQ_METRICS__PORT" not in env and command[-1] == "--task-events"
+
+
 def test_conflicting_device_options_are_refused(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["worker", "--device", "cuda:0", "--devices", "all"])

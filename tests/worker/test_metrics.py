@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY
 from devtools.media import picture
 from pipeq.producer import Client
 from pipeq.worker.app import create_app
+from pipeq.worker.metrics import WorkerMetrics, cuda_memory
 from tests.support.jobs import run
 from tests.support.settings import model_name
 
@@ -100,3 +101,14 @@ def test_a_model_load_is_timed_and_the_loaded_model_counted(settings, redis_url,
         assert value("pipeq_worker_draining", device="cpu") == 1  # it drained on the way out
     finally:
         client.close()
+
+
+def test_accelerator_memory_is_read_at_scrape_time_and_absent_on_cpu(settings):
+    """No GPU here: the reading is faked, what the worker does with it is real."""
+    reading = [(100, 300)]
+    WorkerMetrics(settings.catalogue, "cuda:7", dict, int, lambda: reading[0])
+    reading[0] = (150, 400)  # the allocator moved on after the worker started
+    assert value("pipeq_accelerator_memory_allocated_bytes", device="cuda:7") == 150
+    assert value("pipeq_accelerator_memory_reserved_bytes", device="cuda:7") == 400
+    WorkerMetrics(settings.catalogue, "cpu-only", dict, int, cuda_memory("cpu"))
+    assert REGISTRY.get_sample_value("pipeq_accelerator_memory_allocated_bytes", {"device": "cpu-only"}) is None

@@ -4,6 +4,7 @@ the drain timeout."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from devtools.config_files import write_config
 from devtools.local_services import free_port
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import Metrics, drain_timeout
+from pipeq.ops.http import MAX_CONNECTIONS
 from pipeq.producer import Client
 from tests.support.hang_hook import SLOW_MARKER, start_hooked
 from tests.support.settings import make_settings
@@ -72,8 +74,13 @@ def test_a_worker_process_serves_its_metrics_and_probes(ops_setup, tmp_path):
         )
         assert health.returncode == 0, health.stderr
 
-        ids = client.submit_many(TEXT, [f"review {i} was fine" for i in range(30)], model=settings.models[0].name)
-        assert {record.state for record in client.wait_many(ids, timeout=120).values()} == {"succeeded"}
+        stuck = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS + 4)]  # say nothing
+        try:
+            ids = client.submit_many(TEXT, [f"review {i} was fine" for i in range(30)], model=settings.models[0].name)
+            assert {record.state for record in client.wait_many(ids, timeout=120).values()} == {"succeeded"}
+        finally:  # jobs ran while every slot of the endpoint was held by a scraper that never asked
+            for connection in stuck:
+                connection.close()
 
         samples = scrape(port)
         labels = (("device", "cpu"), ("model", settings.models[0].name), ("queue", QUEUE))

@@ -136,6 +136,17 @@ def test_an_unbounded_cache_keeps_every_model(tiny):
     assert cache.loaded() == ["a", "b", "c"]
 
 
+def test_every_load_is_reported_once_with_its_outcome_and_a_held_model_is_not(tiny):
+    loads = []
+    cache = PipelineCache("cpu", on_load=lambda entry, seconds, ok: loads.append((entry.name, ok, seconds > 0)))
+    cache.get(entry("a", id=str(tiny)))
+    cache.get(entry("a", id=str(tiny)))  # held: no load
+    with pytest.raises(Exception):  # noqa: B017 (whatever transformers raises for a missing model)
+        cache.get(entry("missing", id=str(tiny / "no-such-model")))
+    assert loads == [("a", True, True), ("missing", False, True)]
+    assert cache.held_sizes() == {"a": cache.held_bytes()}
+
+
 def test_a_cpu_worker_serving_a_quantized_model_refuses_to_start(redis_url, s3_endpoint, tmp_path, redis_db):
     from devtools.config_files import write_config
     from pipeq.config.catalogue import ModelEntry
