@@ -121,6 +121,12 @@ def upload(s3):
     return put
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``own_worker`` (a worker of their own in a thread) run first, before the session's worker
+    starts: Celery's test worker stops by a process-wide flag that would end the session's worker too."""
+    items.sort(key=lambda item: item.get_closest_marker("own_worker") is None)  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def worker(settings: Settings, s3):
     """A real pipeq worker (Celery, solo pool, the micro-batching engine) running in a thread."""

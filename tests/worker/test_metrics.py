@@ -2,7 +2,6 @@
 calls they became, model loads, media fetched. Read from the process's registry, as a scrape would."""
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from prometheus_client import REGISTRY
 
 from devtools.media import picture
@@ -11,6 +10,7 @@ from pipeq.worker.app import create_app
 from pipeq.worker.metrics import WorkerMetrics, cuda_memory
 from tests.support.jobs import run
 from tests.support.settings import model_name
+from tests.support.workers import worker_thread
 
 TEXT = "text-classification"
 IMAGE = "image-classification"
@@ -79,6 +79,7 @@ def test_media_fetches_are_counted_with_their_bytes(client, upload):
     assert value("pipeq_media_fetch_seconds_count", device="cpu", outcome="failed") - before_failed == 1
 
 
+@pytest.mark.own_worker
 def test_a_model_load_is_timed_and_the_loaded_model_counted(settings, redis_url, redis_db, s3):
     """A worker of its own, whose pipeline cache starts empty."""
     own = settings.model_copy(
@@ -89,7 +90,7 @@ def test_a_model_load_is_timed_and_the_loaded_model_counted(settings, redis_url,
     app = create_app(own)
     client = Client(own)
     try:
-        with start_worker(app, perform_ping_check=False, queues=["pipeq"], shutdown_timeout=60, loglevel="WARNING"):
+        with worker_thread(app):
             [record] = run(client, TEXT, ["a fine day"])
             assert record.state == "succeeded"
             assert (

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 
 from devtools.local_services import free_port
 from pipeq.config.settings import Settings
@@ -27,6 +26,7 @@ from pipeq.worker.app import create_app
 from pipeq.worker.task_events import RESULT_REPR_CHARS, TaskEvents
 from tests.support.settings import model_name
 from tests.support.waiting import wait_until
+from tests.support.workers import worker_thread
 
 TEXT = "text-classification"
 FEATURES = "feature-extraction"
@@ -51,12 +51,8 @@ def pipeq_worker(settings: Settings, task_events: bool, heartbeat: bool = False)
     hostname = f"events-{uuid.uuid4().hex[:8]}@tests"
     observers: list[TaskEvents] = []
     try:
-        with start_worker(
+        with worker_thread(
             app,
-            perform_ping_check=False,
-            queues=["pipeq"],
-            shutdown_timeout=60,
-            loglevel="WARNING",
             hostname=hostname,
             without_heartbeat=not heartbeat,
         ) as worker:
@@ -135,6 +131,7 @@ def submit_and_wait(client: Client) -> tuple[list[str], dict]:
     return ids, records
 
 
+@pytest.mark.own_worker
 def test_every_job_sends_the_task_events_celery_would_send(own_settings: Settings) -> None:
     with (
         pipeq_worker(own_settings, task_events=True) as worker,
@@ -183,6 +180,7 @@ def test_every_job_sends_the_task_events_celery_would_send(own_settings: Setting
         assert (task.runtime is not None) == (records[job_id].state == "succeeded")
 
 
+@pytest.mark.own_worker
 def test_no_task_events_until_they_are_enabled_then_every_job_sends_them(own_settings: Settings) -> None:
     """A worker without ``-E`` sends heartbeats only; Flower's ``enable_events`` command turns task events on."""
     with (
@@ -273,6 +271,7 @@ def flower(broker_url: str, log_path: Path) -> Iterator[int]:
             process.wait(10)
 
 
+@pytest.mark.own_worker
 def test_flower_shows_every_job_of_a_worker_it_turned_task_events_on_for(
     own_settings: Settings, tmp_path: Path
 ) -> None:
