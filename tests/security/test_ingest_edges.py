@@ -252,11 +252,11 @@ def test_an_entry_whose_jobs_cannot_be_submitted_is_parked_after_a_few_attempts(
     handle = ingesting.ingester.handle_event
     tries: list[int] = []
 
-    def failing_on_poison(event):
+    def failing_on_poison(event, source):
         if "poison.txt" in json.dumps(event):
             tries.append(1)
             raise RuntimeError("this entry breaks something")
-        return handle(event)
+        return handle(event, source)
 
     monkeypatch.setattr(ingesting.ingester, "handle_event", failing_on_poison)
     behind = ingesting.job_id("c.txt", "e4")
