@@ -8,8 +8,9 @@ It sends them when the worker sends task events (``-E``, ``worker_send_task_even
 remote-control command that Flower uses): the consumer's event dispatcher is enabled and its groups include
 ``task``. The engine's threads only put small tuples in a bounded queue (dropped and counted when it is full:
 watching never blocks a job); one thread of its own builds the events and sends them through a dispatcher of
-its own (the consumer's is Celery's main thread's, and not thread-safe), connected when there is something to
-send and reconnected after errors.
+its own (the consumer's is Celery's main thread's, and not thread-safe): what is queued by then goes in one
+message, a list of events, as Celery's own workers batch them. It connects when there is something to send and
+reconnects after errors.
 """
 
 import contextlib
@@ -37,6 +38,11 @@ RESULT_REPR_CHARS = 256
 """A succeeded event carries the start of its result's repr, never a whole transcript or embedding."""
 ERROR_MESSAGE_CHARS = 1024
 """A failed event carries the start of its error's message."""
+BATCH_EVENTS = 500
+"""Most events sent in one message."""
+LINGER_S = 0.2
+"""How long the sending thread lets events gather before it sends them: monitors see a job a moment later, and the
+broker gets a few messages a second however many jobs finish."""
 RECONNECT_DELAY_S = 5.0
 """After a connection error, events are dropped for this long before connecting again."""
 WARNING_INTERVAL_S = 60.0
@@ -132,41 +138,54 @@ class TaskEvents(EngineObserver):
     def _send_loop(self) -> None:
         try:
             while True:
-                item = self._events.get()
-                if item is _STOP:
-                    return
-                if time.monotonic() < self._retry_at:
-                    self._drop(1, "the broker was unreachable")
-                else:
-                    self._send(*item)
-                if self._closed and self._events.empty():  # closed while the queue was full: no _STOP came
+                items = [self._events.get()]  # what else is queued by a moment later goes with it, in one message
+                if items[0] is not _STOP and not self._closed:
+                    time.sleep(LINGER_S)
+                while len(items) < BATCH_EVENTS and not self._events.empty():
+                    items.append(self._events.get_nowait())
+                events = [item for item in items if item is not _STOP]
+                if events and time.monotonic() < self._retry_at:
+                    self._drop(len(events), "the broker was unreachable")
+                elif events:
+                    self._send(events)
+                if len(events) < len(items) or (self._closed and self._events.empty()):  # closed, maybe when full
                     return
         finally:
             self._disconnect()
 
-    def _send(self, type_: str, subject: Any, timestamp: float | None) -> None:
-        """Send one event. When sending fails (the broker unreachable: kombu's connection errors, or its
-        OperationalError when connecting fails) the event is dropped, and so are the next ones for
-        ``RECONNECT_DELAY_S``; then the thread connects again."""
-        try:
-            fields = _fields(type_, subject, timestamp)
-        except Exception as exc:  # never let one event stop the thread
-            log.debug("building a %s event failed", type_, exc_info=True)
-            self._drop(1, f"building a {type_} event raised {type(exc).__name__}: {exc}")
-            return
+    def _send(self, items: list[tuple[str, Any, float | None]]) -> None:
+        """Send these events in one message: a list of events, as Celery's own workers batch them (Flower's and
+        celery-exporter's receivers read it as such). When sending fails (the broker unreachable: kombu's
+        connection errors, or its OperationalError when connecting fails) they are dropped, and so are the next
+        ones for ``RECONNECT_DELAY_S``; then the thread connects again."""
+        events = []
+        for type_, subject, timestamp in items:
+            try:
+                events.append((type_, _fields(type_, subject, timestamp)))
+            except Exception as exc:  # never let one event stop the thread
+                log.debug("building a %s event failed", type_, exc_info=True)
+                self._drop(1, f"building a {type_} event raised {type(exc).__name__}: {exc}")
         try:
             if self._dispatcher is None:
                 self._dispatcher = self._connect()
-            self._dispatcher.send(type_, **fields)
+            for type_, fields in events:
+                self._dispatcher.send(type_, **fields)
+            self._dispatcher.flush()
         except Exception as exc:
             self._disconnect()
             self._retry_at = time.monotonic() + RECONNECT_DELAY_S
-            self._drop(1, f"sending failed ({type(exc).__name__}: {exc}); connecting again in {RECONNECT_DELAY_S:g} s")
+            why = f"sending failed ({type(exc).__name__}: {exc}); connecting again in {RECONNECT_DELAY_S:g} s"
+            self._drop(len(events), why)
 
     def _connect(self) -> Any:
         app = self.consumer.app
         return app.events.Dispatcher(
-            app.connection_for_write(), hostname=self.consumer.hostname, enabled=True, buffer_while_offline=False
+            app.connection_for_write(),
+            hostname=self.consumer.hostname,
+            enabled=True,
+            buffer_while_offline=False,
+            buffer_group=["task"],
+            buffer_limit=BATCH_EVENTS,
         )
 
     def _disconnect(self) -> None:
