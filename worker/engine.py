@@ -16,6 +16,10 @@ ends the process when a call cannot be stopped, once :meth:`Engine.end_overdue_c
 The prepare thread works on batch N+1 while the model thread runs batch N. Jobs wait for company (up to
 their model's ``max_wait_s``) only while the model is busy: an idle model takes whatever is waiting.
 
+Every stage is reported to the engine's observer (:mod:`pipeq.worker.observers`: Prometheus metrics, Celery task
+events). :meth:`Engine.stop` is the drain: no more micro-batches start, what waits or is prepared goes back to the
+queue with its attempt unused, and the micro-batch in hand finishes, within the drain timeout.
+
 A message is acked only after its job's final record is stored, so a worker killed at any point loses
 nothing: the broker redelivers. A job fails once and is never retried for what it brings: any unexpected error
 while preparing or running it fails it (and only the jobs it concerns), and a job started ``max_attempts`` times
