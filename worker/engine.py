@@ -247,7 +247,7 @@ class Engine:
 
     def alive(self) -> bool:
         """Whether the engine's loops all run (false before :meth:`start` and once stopped)."""
-        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
+        return self.started and all(thread.is_alive() for thread in self._threads)
 
     def stop(self, timeout: float = 30.0, while_waiting: Callable[[], None] = lambda: None) -> None:
         """Drain, then stop: take no more batches, give back to the queue what waits or is prepared but not

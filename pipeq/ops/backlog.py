@@ -37,8 +37,6 @@ from urllib.parse import urlsplit
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from pipeq.config.settings import Settings
 from pipeq.core.broker import SOURCES
@@ -58,8 +56,9 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 """Larger waiting messages are not decoded: their age is unknown."""
 TAIL_BYTES = 1024
 """How much of the end of an unacked entry is read: enough for its exchange and routing key."""
-SOCKET_TIMEOUT_S = 3.0
-"""How long one Redis command of the backlog may take before the read gives up."""
+READ_TIMEOUT_S = 3.0
+"""How long one Redis command of the backlog may take before the read gives up (the client:
+:func:`pipeq.ops.http.impatient_redis`)."""
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 _UNACKED_TAILS = """
@@ -106,14 +105,6 @@ def redis_address(url: str) -> str:
         port = None
     host = parts.hostname or "?"
     return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
-
-
-def backlog_redis(url: str, timeout_s: float = SOCKET_TIMEOUT_S) -> redis.Redis:
-    """A client for the broker's Redis whose every command gives up after ``timeout_s`` seconds, without retries:
-    the next read tries again."""
-    return redis.Redis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
-    )
 
 
 def read_backlog(

@@ -19,15 +19,15 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from pipeq.config.settings import Settings
 from pipeq.core.lifetime import run_until_stopped
 from pipeq.ops.backlog import (
+    READ_TIMEOUT_S,
     BacklogCollector,
     QueueBacklog,
     backlog_queues,
-    backlog_redis,
     is_redis_url,
     read_backlog,
     redis_address,
 )
-from pipeq.ops.http import Health, MetricsServer, PortInUse
+from pipeq.ops.http import PORT_SETTING, Health, MetricsServer, PortInUse, impatient_redis
 
 log = logging.getLogger("pipeq.ops")
 
@@ -35,7 +35,6 @@ MAX_QUEUE_NAME_CHARS = 200
 DEFAULT_PROBE_TIMEOUT_S = 5.0
 MAX_PROBE_BODY_BYTES = 64 * 1024
 MAX_REASON_CHARS = 500
-PORT_SETTING = "[metrics] port in the config (PIPEQ_METRICS__PORT)"
 
 
 # -- arguments -----------------------------------------------------------------------------------------------
@@ -167,7 +166,7 @@ def run_cli(args: argparse.Namespace, load_settings: Callable[[], Settings]) -> 
         )
         return 2
     try:
-        client = backlog_redis(settings.broker_url)
+        client = impatient_redis(settings.broker_url, READ_TIMEOUT_S)
     except ValueError as exc:  # e.g. a port that is not a number
         print(f"{command}: broker_url (PIPEQ_BROKER_URL) is not a usable Redis URL: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,8 @@ from typing import Any
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from pipeq.config.settings import Metrics
 from pipeq.core.http_server import BoundedHTTPServer
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 16
 SOCKET_TIMEOUT_S = 10.0
 PORT_SETTING = "[metrics] port (PIPEQ_METRICS__PORT)"
+REDIS_PING_TIMEOUT_S = 2.0
+"""How long a readiness check waits for each Redis to answer."""
 
 Check = Callable[[], str | None]
 """A health check: None when healthy, else why not (one line)."""
@@ -84,10 +88,18 @@ class MetricsServer:
         self.server.server_close()
 
 
+def impatient_redis(url: str, timeout_s: float) -> redis.Redis:
+    """A Redis client whose every command gives up after ``timeout_s`` seconds, without retries: for probes and
+    scrapes, which try again next time."""
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+    )
+
+
 def redis_health(*urls: str) -> Health:
     """Probes of a process whose work is Redis's: live while it runs, ready while every Redis at ``urls``
-    answers a PING (within 2 s)."""
-    clients = [redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) for url in dict.fromkeys(urls)]
+    answers a PING (within :data:`REDIS_PING_TIMEOUT_S`)."""
+    clients = [impatient_redis(url, REDIS_PING_TIMEOUT_S) for url in dict.fromkeys(urls)]
 
     def ready() -> str | None:
         for client in clients:

@@ -15,21 +15,22 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.local_services import free_port
 from pipeq.core.broker import SOURCES
+from pipeq.core.messaging import SENT_AT_HEADER
 from pipeq.ops import metrics
 from pipeq.ops.backlog import (
     MAX_MESSAGE_BYTES,
-    SENT_AT_HEADER,
+    READ_TIMEOUT_S,
     TAIL_BYTES,
     UNACKED,
     BacklogCollector,
     QueueBacklog,
     backlog_queues,
-    backlog_redis,
     read_backlog,
     redis_address,
     routing_key,
     sent_at,
 )
+from pipeq.ops.http import impatient_redis
 from pipeq.webhooks.delivery import create_webhooks_app, enqueue_deliveries
 from tests.ops.conftest import QUEUES
 from tests.support.waiting import wait_until
@@ -341,7 +342,7 @@ def test_the_collector_uses_the_declared_names_help_and_labels(broker):
 
 def test_when_redis_cannot_be_read_the_collector_says_so_and_does_not_raise(caplog):
     address = f"redis://127.0.0.1:{free_port()}/0"
-    unreachable = backlog_redis(address)
+    unreachable = impatient_redis(address, READ_TIMEOUT_S)
     with pytest.raises(redis.ConnectionError):
         read_backlog(unreachable, ["cpu"])
     registry = CollectorRegistry()
