@@ -1,54 +1,13 @@
-"""The ``pipeq`` command line: submit, status, wait, ingest (producers); worker, webhooks (workers)."""
+"""The ``pipeq`` command line: submit, status, wait, cancel, ingest (producers); worker, webhooks (workers); queues,
+metrics, health (operators)."""
 
 import argparse
-import json
 import sys
-from pathlib import Path
-from typing import Any
-
-
-def _param(text: str) -> tuple[str, Any]:
-    """``k=v``; ``v`` is read as JSON when it parses (numbers, lists, true), else kept as a string."""
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"--param takes name=value, not {text!r}")
-    try:
-        return name, json.loads(value)
-    except json.JSONDecodeError:
-        return name, value
-
-
-def _input(text: str) -> Any:
-    """``@path`` sends a local file's bytes inline; anything else is text or an s3:// reference."""
-    if text.startswith("@"):
-        return Path(text[1:]).read_bytes()
-    return text
-
-
-def _print_record(record: Any) -> None:
-    print(record.model_dump_json(indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeq", description="Event-driven inference for Hugging Face pipelines.")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    submit = commands.add_parser("submit", help="submit one job and print its id (or its record with --wait)")
-    submit.add_argument("task", help="e.g. text-classification, automatic-speech-recognition")
-    submit.add_argument("input", help="text, s3://bucket/key, or @local-file to send inline")
-    submit.add_argument("--model", help="a catalogue model (default: the task's default)")
-    submit.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE")
-    submit.add_argument("--webhook", help="URL to POST the result to")
-    submit.add_argument("--id", dest="job_id", help="job id / idempotency key (default: a new UUID)")
-    submit.add_argument("--wait", action="store_true", help="wait for the result and print the record")
-    submit.add_argument("--timeout", type=float, default=None)
-
-    status = commands.add_parser("status", help="print a job's record")
-    status.add_argument("job_id")
-
-    wait = commands.add_parser("wait", help="wait until a job is done and print its record")
-    wait.add_argument("job_id")
-    wait.add_argument("--timeout", type=float, default=None)
 
     worker = commands.add_parser("worker", help="run a Celery worker pinned to one device (or one per device)")
     where = worker.add_mutually_exclusive_group()
@@ -66,8 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from pipeq.ingest.cli import add_cli as add_ingest
     from pipeq.ops.cli import add_cli as add_ops
+    from pipeq.producer.cli import add_cli as add_producer
     from pipeq.webhooks.cli import add_cli as add_webhooks
 
+    add_producer(commands)
     add_ingest(commands)
     add_webhooks(commands)
     add_ops(commands)
@@ -90,35 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             return webhooks(args, load_settings)  # loaded when needed: new-secret works while the secret is refused
         return ingest(args, load_settings())
 
-    from pipeq.producer import Client, InvalidJob, UnknownJob
+    from pipeq.producer import Client
+    from pipeq.producer.cli import run_cli as producer
 
-    try:
-        client = Client()
-        if args.command == "submit":
-            job_id = client.submit(
-                args.task,
-                _input(args.input),
-                model=args.model,
-                parameters=dict(args.param),
-                webhook=args.webhook,
-                job_id=args.job_id,
-            )
-            if not args.wait:
-                print(job_id)
-                return 0
-            record = client.wait(job_id, args.timeout)
-        elif args.command == "status":
-            record = client.status(args.job_id)
-        else:
-            record = client.wait(args.job_id, args.timeout)
-    except (InvalidJob, UnknownJob, FileNotFoundError) as exc:
-        print(f"pipeq: {exc}", file=sys.stderr)
-        return 2
-    except TimeoutError as exc:
-        print(f"pipeq: {exc}", file=sys.stderr)
-        return 3
-    _print_record(record)
-    return 0 if record.state != "failed" else 1
+    return producer(args, Client)
 
 
 def _worker(args: argparse.Namespace) -> int:

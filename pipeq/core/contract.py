@@ -36,6 +36,15 @@ from pipeq.config.parameters import check_parameters
 from pipeq.config.settings import Limits
 from pipeq.config.tasks import canonical_task, task_spec
 
+PRIORITIES = ("low", "normal", "high")
+"""A job's priority levels, least urgent first. Within a queue, higher levels are fetched and batched first; the
+transport's rule keeps lower levels from starving (pipeq.core.broker)."""
+Priority = Literal["low", "normal", "high"]
+WEBHOOK_EVENTS = ("started", "progress", "completed")
+"""What a job's webhook may be told: it started running, its progress (throttled), it reached a final state."""
+WebhookEvent = Literal["started", "progress", "completed"]
+DEFAULT_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("completed",)
+
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 S3_URI_PATTERN = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,62})/(?P<key>.+)$")
 
@@ -216,6 +225,38 @@ class Job(_Frozen):
     parameters: dict[str, JsonValue] = {}
     webhook: str | None = None
     submitted_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    priority: Priority = "normal"
+    deadline: datetime | None = None
+    """A job not started by then is expired and never runs (checked when a worker claims it)."""
+    webhook_events: tuple[WebhookEvent, ...] = DEFAULT_WEBHOOK_EVENTS
+    result_ttl: int | None = Field(default=None, gt=0)
+    """Seconds its record is kept, when shorter than the settings' ``result_ttl``."""
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, priority: Any) -> Any:
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority {str(priority)[:40]!r} is not one of {', '.join(PRIORITIES)}")
+        return priority
+
+    @field_validator("webhook_events", mode="before")
+    @classmethod
+    def _webhook_events(cls, events: Any) -> Any:
+        if isinstance(events, str) or not isinstance(events, list | tuple) or not events:
+            raise ValueError(f"webhook_events is a non-empty list of events among {', '.join(WEBHOOK_EVENTS)}")
+        unknown = [str(event)[:40] for event in events if event not in WEBHOOK_EVENTS]
+        if unknown:
+            raise ValueError(
+                f"webhook event(s) {', '.join(map(repr, unknown))} unknown; events: {', '.join(WEBHOOK_EVENTS)}"
+            )
+        return tuple(dict.fromkeys(events))
+
+    @field_validator("deadline")
+    @classmethod
+    def _aware_deadline(cls, deadline: datetime | None) -> datetime | None:
+        if deadline is not None and deadline.tzinfo is None:
+            raise ValueError(f"deadline {deadline.isoformat()} has no time zone: give one (e.g. +00:00 or Z)")
+        return deadline
 
     @field_validator("task")
     @classmethod
@@ -503,8 +544,12 @@ PAYLOAD_FIELDS = frozenset({"v", "task", "model", "input", "parameters", "webhoo
 
 def payload_sha256(job: Job) -> str:
     """The SHA-256 of the job's payload as canonical JSON: equal for resubmissions of the same job (key order,
-    ``"s3://"`` shorthands and defaults left out do not matter), different when anything in PAYLOAD_FIELDS is."""
+    ``"s3://"`` shorthands and defaults left out do not matter), different when anything in PAYLOAD_FIELDS is, or
+    when the webhook events asked for are not the default. Priority, deadline and result_ttl steer the job, they
+    do not change what it is."""
     payload = job.model_dump(mode="json", include=PAYLOAD_FIELDS)
+    if job.webhook_events != DEFAULT_WEBHOOK_EVENTS:
+        payload["webhook_events"] = sorted(job.webhook_events)
     if isinstance(job.input, DictInput):
         payload["input"]["value"] = replace_media(job.input.value, lambda ref: ref.model_dump(mode="json"))
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

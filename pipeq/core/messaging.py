@@ -12,6 +12,17 @@ SENT_AT_HEADER = "pipeq_sent_at"
 """The message header saying when it was sent (Unix time): the backlog's oldest waiting age reads it."""
 
 
+BROKER_PRIORITIES = {"normal": 0, "high": 1, "low": 2}
+"""The message priority each job priority is sent with. It only names the Redis list a message waits in (normal:
+the queue's own list, so messages sent without a priority are normal); pipeq's transport decides the order in
+which the lists are read (pipeq.core.broker)."""
+
+
+def broker_priority(priority: str) -> int:
+    """The message priority of a job ``priority`` (low, normal, high)."""
+    return BROKER_PRIORITIES[priority]
+
+
 def sent_now() -> dict[str, float]:
     """The headers of a message sent now."""
     return {SENT_AT_HEADER: time.time()}

@@ -13,18 +13,24 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis
-from pydantic import BaseModel, ConfigDict, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-State = Literal["queued", "running", "succeeded", "failed"]
-FINAL_STATES = ("succeeded", "failed")
+State = Literal["queued", "running", "succeeded", "failed", "canceled", "expired"]
+STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed", "canceled", "expired")
+FINAL_STATES: tuple[State, ...] = ("succeeded", "failed", "canceled", "expired")
+"""States a record never leaves: it is not overwritten, waiters are told, webhooks are sent."""
 
 # Sets a record unless the stored one is final; announces final states. The record's JSON starts with its
-# state (``state`` is JobRecord's first field), so a prefix test is exact. A record written without a payload
+# state (``state`` is JobRecord's first field), so reading it there is exact. A record written without a payload
 # digest takes the stored one: ``payload_sha256`` is JobRecord's last field, so its JSON ends the document.
+# ARGV[5], when given, is the state the stored record must be in (nothing is written otherwise).
 _WRITE_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
-if current and (string.sub(current, 1, 21) == '{"state":"succeeded",'
-                or string.sub(current, 1, 18) == '{"state":"failed",') then
+local state = current and string.match(current, '^{"state":"(%a+)",')
+if state == 'succeeded' or state == 'failed' or state == 'canceled' or state == 'expired' then
+  return 0
+end
+if ARGV[5] and ARGV[5] ~= '' and state ~= ARGV[5] then
   return 0
 end
 local record = ARGV[1]
@@ -58,6 +64,16 @@ class JobError(BaseModel):
     message: str
 
 
+class Progress(BaseModel):
+    """How far a running job is: a fraction of its work done and what that means (``"chunk 3 of 40"``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float = Field(ge=0.0, le=1.0)
+    detail: str = ""
+    updated_at: datetime
+
+
 class JobRecord(BaseModel):
     """What is known of one job: its state and, once done, its result or error."""
 
@@ -81,6 +97,15 @@ class JobRecord(BaseModel):
     webhook: str | None = None
     """The job's webhook URL, as its producer submitted it: deliveries go here and nowhere else (a delivery
     message naming another URL is refused). Later writes copy it from the stored record, never from a message."""
+    webhook_events: tuple[str, ...] = ("completed",)
+    """Which events the webhook is told of (pipeq.core.contract.WEBHOOK_EVENTS); copied like ``webhook``."""
+    priority: str = "normal"
+    deadline: datetime | None = None
+    """A job not started by then is expired and never runs."""
+    result_ttl: int | None = None
+    """Seconds the record is kept after each write, when the job asked for less than the settings'."""
+    progress: Progress | None = None
+    """How far a running job is, where its pipeline works in pieces (chunks of audio, tokens of generation)."""
     payload_sha256: str | None = None
     """The digest of the job's payload (pipeq.core.contract.payload_sha256), set by the producer; a resubmission
     of the id with another payload is refused. Kept by every later write of the record, and last on purpose
@@ -99,11 +124,33 @@ class JobRecord(BaseModel):
     def of(cls, job: Any, state: State, **fields: Any) -> "JobRecord":
         """A record of ``job`` (a :class:`pipeq.core.contract.Job`) in ``state``: its id, task, model and submission
         time, and ``fields``. The webhook is not copied: whoever makes the record says where it comes from."""
-        return cls(state=state, id=job.id, task=job.task, model=job.model, submitted_at=job.submitted_at, **fields)
+        lifecycle = {
+            "priority": job.priority,
+            "deadline": job.deadline,
+            "webhook_events": job.webhook_events,
+            "result_ttl": job.result_ttl,
+        }
+        return cls(
+            state=state,
+            id=job.id,
+            task=job.task,
+            model=job.model,
+            submitted_at=job.submitted_at,
+            **{**lifecycle, **fields},
+        )
 
     @property
     def done(self) -> bool:
         return self.state in FINAL_STATES
+
+    def past_deadline(self, at: datetime | None = None) -> bool:
+        """Whether the job has a deadline and ``at`` (now) is past it."""
+        return self.deadline is not None and (at or now()) > self.deadline
+
+    def ended(self, state: State, error_type: str, message: str, at: datetime | None = None) -> "JobRecord":
+        """This record made final in ``state`` (canceled, expired) with an error saying why; progress kept."""
+        error = JobError(type=error_type, message=message)
+        return self.model_copy(update={"state": state, "error": error, "finished_at": at or now(), "result": None})
 
 
 def now() -> datetime:
@@ -131,7 +178,9 @@ class RecordStore:
         """Store new queued records: None where one was stored, the existing record where its id was taken."""
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
-            self._create_or_get(keys=[self.key(record.id)], args=[record.model_dump_json(), self.ttl], client=pipe)
+            self._create_or_get(
+                keys=[self.key(record.id)], args=[record.model_dump_json(), self.ttl_of(record)], client=pipe
+            )
         return [None if existing is None else JobRecord.model_validate_json(existing) for existing in pipe.execute()]
 
     def forget(self, job_ids: Iterable[str]) -> None:
@@ -149,14 +198,19 @@ class RecordStore:
         raw = self.redis.mget([self.key(job_id) for job_id in job_ids])
         return [JobRecord.model_validate_json(value) if value else None for value in raw]
 
-    def write(self, records: list[JobRecord]) -> list[bool]:
-        """Store records unless already final (publishing the final ones); False where one was final."""
+    def ttl_of(self, record: JobRecord) -> int:
+        """Seconds ``record`` is kept: the job's own ``result_ttl`` when shorter than the store's."""
+        return min(self.ttl, record.result_ttl) if record.result_ttl else self.ttl
+
+    def write(self, records: list[JobRecord], only_if: State | None = None) -> list[bool]:
+        """Store records unless already final (publishing the final ones); False where one was final, or, with
+        ``only_if``, where the stored record is not in that state."""
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
             channel = self.channel(record.id) if record.done else ""
             self._write_unless_final(
                 keys=[self.key(record.id)],
-                args=[record.model_dump_json(), self.ttl, channel, record.state],
+                args=[record.model_dump_json(), self.ttl_of(record), channel, record.state, only_if or ""],
                 client=pipe,
             )
         return [bool(written) for written in pipe.execute()]

@@ -1,23 +1,28 @@
-"""Webhook delivery: a Celery task on its own queue POSTs each finished job's record to its webhook URL.
+"""Webhook delivery: a Celery task on its own queue POSTs each event of a job (started, progress, completed) to its
+webhook URL.
 
-The engine calls :func:`enqueue_deliveries` for finished jobs that asked for a webhook, before acking them.
-The delivery task (:data:`DELIVER_TASK`, registered by :func:`register`, late ack) runs on the webhooks
-queue, so a slow receiver never holds up a model:
+Events are numbered and queued by :mod:`pipeq.core.webhook_events`: the engine queues ``started`` and
+``progress`` as they happen and, through :func:`enqueue_deliveries`, ``completed`` for finished jobs, before
+acking them; a client that cancels a job, or finds it expired, queues its ``completed``. The delivery task
+(:data:`DELIVER_TASK`, registered by :func:`register`, late ack) runs on the webhooks queue, so a slow receiver
+never holds up a model:
 
 * the URL is the one in the job's record, written by the producer that submitted the job; a delivery message
   carries only the job id (one that also names a URL is refused unless it is the record's), so whoever can
   write to the broker cannot send a job's result anywhere else;
 * the body is built at send time from the job's record in Redis (an offloaded result is read back);
-* it is signed per Standard Webhooks (see :mod:`pipeq.webhooks.signing`); ``webhook-id`` is the job id on
-  every attempt. Without a ``[webhooks] secret`` nothing is delivered, unless ``[webhooks] unsigned = true``;
+* only the events the job's record asks for are sent (a message naming another is refused);
+* it is signed per Standard Webhooks (see :mod:`pipeq.webhooks.signing`); ``webhook-id`` is the job id for
+  ``completed`` and ``<job id>:<sequence>`` for the other events, the same on every attempt. Without a
+  ``[webhooks] secret`` nothing is delivered, unless ``[webhooks] unsigned = true``;
 * one attempt has one deadline, ``[webhooks] timeout`` (see :mod:`pipeq.webhooks.http`); deadlines, connection
   errors, 5xx and 429 are retried with exponential backoff and full jitter (or after the receiver's
   ``Retry-After``), up to ``max_attempts``; other statuses, redirects and unsafe URLs are not;
 * a delivery that gives up lands in the dead-letter store (:mod:`pipeq.webhooks.dead_letters`;
   ``pipeq webhooks failed`` lists it, :func:`redeliver` or ``pipeq webhooks redeliver ID`` queues it again);
-* one job is delivered at most once successfully: after a 2xx a marker is set, and every attempt checks it
-  under a per-job lock held longer than an attempt's deadline, so a second delivery queued for a re-run job
-  sends nothing.
+* each event is delivered at most once successfully: after a 2xx a marker is set, and every attempt checks it
+  under a per-event lock held longer than an attempt's deadline, so a second ``completed`` queued for a re-run job
+  sends nothing. A ``progress`` event still waiting when its job is final is dropped: it says nothing new.
 """
 
 import logging
@@ -31,11 +36,12 @@ import redis
 from celery import Celery, Task
 
 from pipeq.config.settings import Settings, Webhooks
-from pipeq.core.contract import Job
+from pipeq.core.contract import WEBHOOK_EVENTS
 from pipeq.core.messaging import make_celery, sent_now
 from pipeq.core.records import JobRecord, RecordStore
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
+from pipeq.core.webhook_events import DELIVER_TASK, enqueue_events, stored_body
 from pipeq.ops import metrics
 from pipeq.webhooks.dead_letters import DeadLetters
 from pipeq.webhooks.http import Guard, PermanentFailure, TemporaryFailure, post
@@ -44,33 +50,43 @@ from pipeq.webhooks.signing import signed_headers
 
 log = logging.getLogger(__name__)
 
-DELIVER_TASK = "pipeq.webhook"
 REQUEST_HEADERS = {"Content-Type": "application/json", "User-Agent": "pipeq"}
 """Sent with every delivery, besides the ``webhook-*`` headers."""
 LOCK_MARGIN_SECONDS = 10.0
 """How much longer than an attempt's deadline the per-job lock is held (the Redis calls around the POST)."""
 
 
-def delivered_key(job_id: str) -> str:
-    """The marker set once a job's webhook got a 2xx."""
-    return f"pipeq:webhooks:delivered:{job_id}"
+def delivered_key(webhook_id: str) -> str:
+    """The marker set once an event's delivery got a 2xx (its webhook id: the job id for ``completed``)."""
+    return f"pipeq:webhooks:delivered:{webhook_id}"
 
 
-def enqueue_deliveries(app: Any, jobs: list[Job]) -> None:
-    """Queue one delivery per job on the webhooks queue (a redelivered job may queue a second: see deliver).
-    The message names the job only: the URL is read from its record."""
+def webhook_id(job_id: str, event: str, sequence: int | None) -> str:
+    """The ``webhook-id`` of a job's event: the job id for completed (one per job), else ``<job id>:<sequence>``."""
+    return job_id if event == "completed" or sequence is None else f"{job_id}:{sequence}"
+
+
+def enqueue_deliveries(app: Any, jobs: list[Any]) -> None:
+    """Queue the ``completed`` event of each finished job on the webhooks queue (a redelivered job may queue a
+    second: see deliver). The message names the job only: the URL is read from its record."""
     if not jobs:
         return
-    queue = app.pipeq_settings.webhooks.queue
-    with app.producer_or_acquire() as producer:
-        for job in jobs:
-            app.send_task(
-                DELIVER_TASK,
-                args=[job.id],
-                queue=queue,
-                producer=producer,
-                headers=sent_now(),
-            )
+    settings: Settings = app.pipeq_settings
+    enqueue_events(
+        app,
+        settings.webhooks.queue,
+        records_redis(app),
+        settings.result_ttl,
+        [(job.id, "completed", None) for job in jobs],
+    )
+
+
+def records_redis(app: Any) -> redis.Redis:
+    """The app's client of the record store's Redis (where events are numbered), made on first use."""
+    client = getattr(app, "pipeq_records_redis", None)
+    if client is None:
+        client = app.pipeq_records_redis = redis.Redis.from_url(app.pipeq_settings.result_backend)
+    return client
 
 
 def missing_secret(config: Webhooks) -> str | None:
@@ -124,11 +140,14 @@ class Deliverer:
         job never overlap."""
         return self.config.timeout + LOCK_MARGIN_SECONDS
 
-    def delivered(self, job_id: str) -> bool:
-        return bool(self.store.redis.exists(delivered_key(job_id)))
+    def delivered(self, webhook_id: str) -> bool:
+        return bool(self.store.redis.exists(delivered_key(webhook_id)))
 
-    def attempt(self, job_id: str, url: str | None = None) -> bool:
-        """One attempt; True if sent now, False if skipped (already delivered, or being sent right now).
+    def attempt(
+        self, job_id: str, url: str | None = None, event: str = "completed", sequence: int | None = None
+    ) -> bool:
+        """One attempt at delivering a job's ``event`` (its ``sequence`` number); True if sent now, False if skipped
+        (already delivered, being sent right now, or a progress event of a job now final).
 
         ``url`` is what the delivery message named, if anything: it must be the record's own webhook. Raises
         TemporaryFailure or PermanentFailure when the receiver did not take it (or it was not sent).
@@ -136,21 +155,36 @@ class Deliverer:
         refusal = missing_secret(self.config)
         if refusal:
             raise PermanentFailure(refusal)
-        if self.delivered(job_id):
+        if event not in WEBHOOK_EVENTS:
+            raise PermanentFailure(f"unknown webhook event {str(event)[:40]!r}; events: {', '.join(WEBHOOK_EVENTS)}")
+        if sequence is not None and (isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1):
+            raise PermanentFailure(f"a webhook event's sequence is a number from 1, not {str(sequence)[:40]!r}")
+        identity = webhook_id(job_id, event, sequence)
+        if self.delivered(identity):
             return False
-        record = self.final_record(job_id)
+        if event == "completed":
+            record = self.final_record(job_id)
+            body = encode(self.results.resolve(record), event, sequence)
+        else:
+            record = self.live_record(job_id)
+            if record.done and event == "progress":
+                return False  # the job is final: its progress says nothing new
+            body = self.event_body(job_id, event, sequence)
+        if event not in record.webhook_events:
+            raise PermanentFailure(
+                f"job {job_id} asked for the webhook events {', '.join(record.webhook_events)}, not {event}"
+            )
         target = webhook_of(record, url)
-        body = encode(self.results.resolve(record))
-        lock = self.store.redis.lock(f"pipeq:webhooks:sending:{job_id}", timeout=self.lock_seconds)
+        lock = self.store.redis.lock(f"pipeq:webhooks:sending:{identity}", timeout=self.lock_seconds)
         if not lock.acquire(blocking=False):
-            return False  # another delivery of this job is in flight; it retries itself if it fails
+            return False  # another delivery of this event is in flight; it retries itself if it fails
         try:
-            if self.delivered(job_id):
+            if self.delivered(identity):
                 return False
             secret = self.config.secret.get_secret_value() if self.config.secret else None
-            headers = {**REQUEST_HEADERS, **signed_headers(secret, job_id, body)}
+            headers = {**REQUEST_HEADERS, **signed_headers(secret, identity, body)}
             post(target, body, headers, self.config, self.guard)
-            self.store.redis.set(delivered_key(job_id), 1, ex=self.settings.result_ttl)
+            self.store.redis.set(delivered_key(identity), 1, ex=self.settings.result_ttl)
             return True
         finally:
             with suppress(redis.exceptions.LockError):  # expired meanwhile: nothing to release
@@ -164,6 +198,20 @@ class Deliverer:
         if not record.done:
             raise TemporaryFailure(f"job {job_id} is {record.state}, not finished")
         return record
+
+    def live_record(self, job_id: str) -> JobRecord:
+        """The job's record as stored now, in any state; PermanentFailure if there is none."""
+        record = self.store.get(job_id)
+        if record is None:
+            raise PermanentFailure(f"job {job_id} has no record (expired, or never submitted)")
+        return record
+
+    def event_body(self, job_id: str, event: str, sequence: int | None) -> bytes:
+        """The stored body of a job's started or progress event; PermanentFailure if there is none."""
+        body = None if sequence is None else stored_body(self.store.redis, job_id, sequence)
+        if body is None:
+            raise PermanentFailure(f"job {job_id} has no stored {event} event numbered {sequence}")
+        return body
 
     def recorded_url(self, job_id: str) -> str | None:
         """The webhook URL in the job's record, if it can be read (for dead letters)."""
@@ -194,17 +242,19 @@ def register(app: Any) -> None:
 
     # shared=False: a shared task would be copied, with this app's settings, into every app created later.
     @app.task(name=DELIVER_TASK, bind=True, acks_late=True, max_retries=None, ignore_result=True, shared=False)
-    def deliver(self: Task, job_id: str, url: str | None = None) -> None:
-        """POST job ``job_id``'s record to its webhook; retry, or dead-letter when there is no point. ``url``
-        (messages queued before URLs were read from records) must be the record's."""
+    def deliver(
+        self: Task, job_id: str, url: str | None = None, event: str = "completed", sequence: int | None = None
+    ) -> None:
+        """POST event ``event`` (numbered ``sequence``) of job ``job_id`` to its webhook; retry, or dead-letter when
+        there is no point. ``url`` (messages queued before URLs were read from records) must be the record's."""
         config = deliverer.config
         attempt = self.request.retries + 1
         began = time.monotonic()
         try:
-            sent = deliverer.attempt(job_id, url)
+            sent = deliverer.attempt(job_id, url, event, sequence)
         except PermanentFailure as exc:
             _count(began, "failed")
-            _give_up(deliverer, job_id, url, attempt, exc)
+            _give_up(deliverer, job_id, url, attempt, exc, event)
             return
         except Exception as exc:  # TemporaryFailure, or Redis / object storage trouble: worth another go
             failure = exc
@@ -215,7 +265,7 @@ def register(app: Any) -> None:
             return
         if attempt >= config.max_attempts:
             _count(began, "failed")
-            _give_up(deliverer, job_id, url, attempt, failure)
+            _give_up(deliverer, job_id, url, attempt, failure, event)
             return
         _count(began, "retried")
         delay = retry_delay(config, self.request.retries, getattr(failure, "retry_after", None))
@@ -233,7 +283,14 @@ def _count(began: float, outcome: str) -> None:
     metrics.webhook_attempt.labels(outcome).observe(time.monotonic() - began)
 
 
-def _give_up(deliverer: Deliverer, job_id: str, url: str | None, attempts: int, exc: Exception) -> None:
+def _give_up(
+    deliverer: Deliverer, job_id: str, url: str | None, attempts: int, exc: Exception, event: str = "completed"
+) -> None:
+    """Give up a delivery: a ``completed`` one goes to the dead-letter store (to be redelivered); the events before
+    it are only logged (the completed event that follows carries the outcome)."""
+    if event != "completed":
+        log.error("webhook %s event of job %s dropped after %d attempt(s): %s", event, job_id, attempts, exc)
+        return
     metrics.webhook_dead_letters.inc()
     deliverer.dead_letters.add(job_id, deliverer.recorded_url(job_id) or url or "", attempts, str(exc))
     log.error("webhook for job %s failed after %d attempt(s): %s", job_id, attempts, exc)

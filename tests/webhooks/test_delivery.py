@@ -204,6 +204,8 @@ def test_a_finished_job_is_posted_signed_with_its_record(hooks, receiver):
         "id": job_id,
         "task": TEXT,
         "model": model_name(TEXT),
+        "event": "completed",
+        "sequence": 1,
         "status": "succeeded",
         "result": record.result,
         "timings": {
