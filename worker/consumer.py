@@ -22,7 +22,7 @@ from pipeq.core.records import JobError, JobRecord, RecordStore, now
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
 from pipeq.ops.http import Health, redis_health, serve
-from pipeq.webhooks.delivery import enqueue_deliveries
+from pipeq.webhooks.delivery import announce_events
 from pipeq.worker.engine import Delivery, Engine
 from pipeq.worker.media import MediaFetcher
 from pipeq.worker.metrics import WorkerMetrics, cuda_memory
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def build_engine(app: Any, consumer: Any) -> Engine:
     """An engine with its record store, media fetcher, pipeline cache and result storage from the app's settings;
-    finished jobs that asked for a webhook get a delivery queued. The fetcher reads only objects under the
+    the webhook events jobs ask for are queued. The fetcher reads only objects under the
     settings' ``allowed_object_prefixes`` (the engine narrows that to each model's). Its observers count what it
     does (Prometheus metrics) and, when task events are on, send Celery's task events for each job."""
     settings: Settings = app.pipeq_settings
@@ -54,7 +54,7 @@ def build_engine(app: Any, consumer: Any) -> Engine:
         pipelines,
         consumer.hostname,
         results=ResultStorage(s3, settings.results_bucket, settings.max_inline_result_bytes),
-        on_final=partial(enqueue_deliveries, app),
+        announce=partial(announce_events, app),
         observer=observers,
     )
     memory = cuda_memory(settings.device)

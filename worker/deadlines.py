@@ -13,10 +13,11 @@ import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeq.worker.errors import JobTimeout
+from pipeq.worker.pieces import CallProgress, steering_criterion
 
 
 def grace_s(limit_s: float) -> float:
@@ -41,6 +42,8 @@ class RunningCall:
     started: float
     limit_s: float
     jobs: Sequence[Any]
+    progress: CallProgress = field(default_factory=CallProgress)
+    """What the call has done, where it works in pieces, and whether it is to stop (:mod:`pipeq.worker.pieces`)."""
 
     @property
     def deadline(self) -> float:
@@ -94,7 +97,8 @@ class CallDeadlines:
 
 def limit_generation(pipe: Any, watch: CallWatch) -> None:
     """Make every ``generate()`` call of ``pipe``'s model end by the deadline of the call it runs in: it gets the
-    seconds left as ``max_time`` (or the job's own ``max_time`` when shorter). Models that do not generate, and
+    seconds left as ``max_time`` (or the job's own ``max_time`` when shorter); and count its tokens into the call's
+    progress, stopping at the next token once the call's jobs are canceled. Models that do not generate, and
     models already limited by this watch, are left as they are; generate() outside a watched call is unchanged."""
     model = getattr(pipe, "model", None)
     generate = getattr(model, "generate", None)
@@ -111,7 +115,19 @@ def limit_generation(pipe: Any, watch: CallWatch) -> None:
                 config.max_time = min(config.max_time or left, left)
             else:
                 kwargs["max_time"] = min(kwargs.get("max_time") or left, left)
+            _steer(model, call, kwargs)
         return generate(*args, **kwargs)
 
     generate_by_deadline.pipeq_watch = watch  # type: ignore[attr-defined]
     model.generate = generate_by_deadline
+
+
+def _steer(model: Any, call: RunningCall, kwargs: dict) -> None:
+    """Add to a generate() call's ``kwargs`` the criterion that counts its tokens and stops it once canceled."""
+    from transformers import StoppingCriteriaList
+
+    config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
+    max_new = kwargs.get("max_new_tokens") or getattr(config, "max_new_tokens", None)
+    criteria = StoppingCriteriaList(kwargs.get("stopping_criteria") or [])
+    criteria.append(steering_criterion(call.progress, max_new if isinstance(max_new, int) else None))
+    kwargs["stopping_criteria"] = criteria

@@ -8,9 +8,15 @@ The Celery consumer hands each received job to :meth:`Engine.submit`. Two thread
 * *model*: runs the prepared batch through the pipeline (:mod:`pipeq.worker.runner`), writes every job's
   record, then acks the messages.
 
-A third thread, *keep-alive*, touches every message the engine holds (waiting, prepared or running) four times
+A third thread, *steering*, reads the records of the running call's jobs four times a second: a call whose jobs
+are all canceled stops at its next piece (:mod:`pipeq.worker.pieces`), and the progress of a call that works in
+pieces is written to its jobs' records (at most twice a second) and told to the webhooks that asked (at most every
+PROGRESS_EVENT_S). Jobs canceled or past their deadline before they start never run: claiming skips them (an
+expired job is recorded so), and the model thread drops those canceled since their batch was prepared.
+
+A fourth thread, *keep-alive*, touches every message the engine holds (waiting, prepared or running) four times
 per visibility timeout, so the broker never redelivers a job that is merely slow or waiting its turn; the jobs of
-a call past its run time limit are no longer touched. A fourth, the *watchdog* (:mod:`pipeq.worker.watchdog`),
+a call past its run time limit are no longer touched. A fifth, the *watchdog* (:mod:`pipeq.worker.watchdog`),
 ends the process when a call cannot be stopped, once :meth:`Engine.end_overdue_call` has settled what it holds.
 
 The prepare thread works on batch N+1 while the model thread runs batch N. Jobs wait for company (up to
@@ -32,6 +38,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from queue import SimpleQueue
@@ -40,17 +47,20 @@ from typing import Any
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import Limits, Settings
 from pipeq.config.tasks import TaskSpec, task_spec
-from pipeq.core.contract import Job
-from pipeq.core.records import JobError, JobRecord, RecordStore, now
+from pipeq.core.contract import PRIORITIES, Job
+from pipeq.core.records import JobError, JobRecord, Progress, RecordStore, now
 from pipeq.core.results import ResultStorage
+from pipeq.core.webhook_events import wants_completed
+from pipeq.webhooks.payload import encode
 from pipeq.worker.batcher import MicroBatcher
 from pipeq.worker.deadlines import CallDeadlines, CallWatch, RunningCall, limit_generation, timeout_failure
 from pipeq.worker.decoding import Decoded, decode, resident_bytes
-from pipeq.worker.errors import InternalError, JobFailure, ModelUnavailable, TooManyAttempts
+from pipeq.worker.errors import Canceled, InternalError, JobFailure, ModelUnavailable, TooManyAttempts
 from pipeq.worker.infrastructure import is_transient
 from pipeq.worker.media import Fetched, MediaFetcher, release
 from pipeq.worker.memory import pipeline_device_type
 from pipeq.worker.observers import EngineObserver
+from pipeq.worker.pieces import watch_pieces
 from pipeq.worker.pipelines import PipelineCache
 from pipeq.worker.runner import run_group
 from pipeq.worker.watchdog import Watchdog
@@ -61,6 +71,14 @@ TRANSIENT_BACKOFF_S = 1.0
 """How long the prepare thread pauses after requeueing a batch because Redis or object storage was unreachable."""
 SETTLING_S = 10.0
 """How long a worker about to be ended waits for the broker to take its acks and requeues."""
+STEER_S = 0.25
+"""How often the steering thread reads the records of the running call's jobs (cancels, progress)."""
+PROGRESS_WRITE_S = 0.5
+"""Least time between two progress writes of a job's record."""
+PROGRESS_EVENT_S = 2.0
+"""Least time between two progress webhook events of a job."""
+Event = tuple[str, str, bytes | None]
+"""A webhook event to queue: job id, event (started, progress, completed), its body (None: built when sent)."""
 
 
 @dataclass
@@ -131,6 +149,10 @@ def too_many_attempts(previous: JobRecord, max_attempts: int) -> TooManyAttempts
     )
 
 
+PRODUCER_FIELDS = ("webhook", "webhook_events", "deadline", "result_ttl", "priority")
+"""What a worker copies from a job's stored record into the records it writes: what its producer asked for."""
+
+
 def _await_broker(deliveries: list[Delivery], deadline: float) -> None:
     """Wait (until ``deadline``) for the broker to take these deliveries' acks and requeues; those it has not taken
     by then are redelivered after the visibility timeout."""
@@ -153,7 +175,7 @@ class Engine:
         pipelines: PipelineCache,
         worker_name: str = "pipeq",
         results: ResultStorage | None = None,
-        on_final: Callable[[list[Job]], None] = lambda jobs: None,
+        announce: Callable[[list[Event]], None] = lambda events: None,
         observer: EngineObserver | None = None,
     ) -> None:
         self.settings = settings
@@ -161,8 +183,9 @@ class Engine:
         self.fetcher = fetcher
         self.pipelines = pipelines
         self.results = results
-        self.on_final = on_final
-        """Called with the finished jobs that asked for a webhook, before their messages are acked."""
+        self.announce = announce
+        """Queues webhook events: a job's start and progress as they happen, its completion before its message is
+        acked; only for jobs whose records ask for them (:mod:`pipeq.core.webhook_events`)."""
         self.observer = observer or EngineObserver()
         """Told of every stage (metrics, task events): :mod:`pipeq.worker.observers`."""
         self.worker_name = worker_name
@@ -187,7 +210,7 @@ class Engine:
         with self._held_lock:
             self._held[id(delivery)] = delivery
         self.observer.received(delivery.job)
-        self.batcher.put(group_key(delivery.job), delivery)
+        self.batcher.put(group_key(delivery.job), delivery, priority=PRIORITIES.index(delivery.job.priority))
 
     def held_count(self) -> int:
         """How many jobs the engine holds unacked: waiting, being prepared, or running."""
@@ -229,6 +252,7 @@ class Engine:
             (self._prepare_loop, "pipeq-prepare"),
             (self._model_loop, "pipeq-model"),
             (self._keepalive_loop, "pipeq-keepalive"),
+            (self._steer_loop, "pipeq-steer"),
         )
         for target, name in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -320,6 +344,7 @@ class Engine:
                 continue
             self._running = prepared.deliveries
             try:
+                self._drop_final(prepared)
                 self.run(prepared)
             except Exception as exc:
                 self._settle_after(exc, "running", prepared.deliveries)
@@ -346,15 +371,17 @@ class Engine:
 
     def _claim(self, deliveries: list[Delivery]) -> PreparedBatch:
         """The jobs' records written ``running`` (one more attempt each), in a batch of their own. Jobs already
-        final are redeliveries of finished work: settled here (their webhooks queued again, in case the first run
-        stopped short, then acked) and left out of the batch; so are jobs already started ``max_attempts`` times,
-        failed with TooManyAttempts."""
+        final (finished, canceled, expired) are redeliveries or canceled: settled here (a finished job's webhook
+        queued again, in case the first run stopped short, then acked) and left out of the batch; so are jobs
+        already started ``max_attempts`` times, failed with TooManyAttempts, and jobs past their deadline, expired.
+        What a job asked of its webhook and its deadline come from its record (its producer's), not its message."""
         jobs = [delivery.job for delivery in deliveries]
         entry = self.settings.catalogue.models[jobs[0].model]
         started = now()
         running: list[JobRecord] = []
         previous_records = self.store.get_many([job.id for job in jobs])
         for job, previous in zip(jobs, previous_records, strict=True):
+            kept = {name: getattr(previous, name) for name in PRODUCER_FIELDS} if previous else {"webhook": None}
             running.append(
                 JobRecord.of(
                     job,
@@ -363,23 +390,32 @@ class Engine:
                     attempts=(previous.attempts if previous else 0) + 1,
                     micro_batch_jobs=len(jobs),
                     worker=self.worker_name,
-                    webhook=previous.webhook if previous else None,  # the producer's, not the message's
+                    **kept,
                 )
             )
         for i, previous in enumerate(previous_records):
-            if previous is not None and previous.attempts >= self.settings.max_attempts:
+            last = ("attempts", "started_at", "micro_batch_jobs", "worker")  # the last attempt's
+            if running[i].past_deadline(started):
+                never_ran = running[i].model_copy(update={name: getattr(previous, name, None) for name in last})
+                deadline = running[i].deadline.isoformat()
+                message = f"not started by its deadline ({deadline}): it never ran"
+                running[i] = never_ran.ended("expired", "Expired", message, started).model_copy(
+                    update={"attempts": previous.attempts if previous else 0}
+                )
+            elif previous is not None and previous.attempts >= self.settings.max_attempts:
                 failure = too_many_attempts(previous, self.settings.max_attempts)
-                last = ("attempts", "started_at", "micro_batch_jobs", "worker")  # the last attempt's
                 giving_up = running[i].model_copy(update={name: getattr(previous, name) for name in last})
                 running[i] = failed_record(giving_up, failure, started)
         written = self.store.write(running)
         fresh = [i for i, ok in enumerate(written) if ok and running[i].state == "running"]
-        finished = [i for i, ok in enumerate(written) if not ok or running[i].state == "failed"]
+        finished = [i for i, ok in enumerate(written) if not ok or running[i].state != "running"]
         self.observer.started(entry, [running[i] for i in fresh])
         self.observer.finished([running[i] for i in finished if written[i]])  # given up now, not before
         already = [previous_records[i] for i in finished if not written[i]]
         self.observer.redelivered([record for record in already if record is not None and record.done])
-        self.on_final([jobs[i] for i in finished if jobs[i].webhook])
+        finals = [running[i] if written[i] else previous_records[i] for i in finished]
+        self._announce_completed([record for record in finals if record is not None and record.done])
+        self._announce_started([running[i] for i in fresh])
         self._ack([deliveries[i] for i in finished])
         for i in fresh:
             deliveries[i].record = running[i]
@@ -399,6 +435,7 @@ class Engine:
             batch.inputs = [exc] * len(batch.deliveries)
             return False
         limit_generation(batch.pipe, self.watch)
+        watch_pieces(batch.pipe, lambda: self.watch.current)
         return True
 
     def _fetch_and_decode(self, batch: PreparedBatch) -> None:
@@ -469,14 +506,16 @@ class Engine:
         final = [
             self._final(record, outcome, finished) for record, outcome in zip(batch.records, outcomes, strict=True)
         ]
-        self.store.write(final)
+        written = self.store.write(final)
         self.observer.finished(final)
-        self.on_final([delivery.job for delivery in batch.deliveries if delivery.job.webhook])
+        self._announce_completed([record for record, ok in zip(final, written, strict=True) if ok])
         self._ack(batch.deliveries)
 
     def _final(self, record: JobRecord, outcome: Any, finished: datetime) -> JobRecord:
         """A job's final record: failed, or succeeded with its result (offloaded when large). A result that cannot be
         stored fails its job alone; unreachable storage raises (the batch is requeued)."""
+        if isinstance(outcome, Canceled):
+            return record.ended("canceled", outcome.type, f"canceled while running: {outcome}", finished)
         if isinstance(outcome, JobFailure):
             return failed_record(record, outcome, finished)
         succeeded = record.model_copy(update={"state": "succeeded", "result": outcome, "finished_at": finished})
@@ -491,6 +530,45 @@ class Engine:
             return failed_record(
                 record, InternalError(f"storing the result raised {type(exc).__name__}: {exc}{REPORT}"), finished
             )
+
+    # -- steering: cancels, progress, webhook events --------------------------------------------------------
+
+    def _drop_final(self, batch: PreparedBatch) -> None:
+        """Take out of a prepared batch, before it runs, the jobs that became final since it was claimed (canceled
+        by their producers), and ack them."""
+        records = self.store.get_many([delivery.job.id for delivery in batch.deliveries])
+        gone = {i for i, record in enumerate(records) if record is not None and record.done}
+        if not gone:
+            return
+        log.info("%d job(s) canceled before their micro-batch started: not run", len(gone))
+        for i in gone:
+            if isinstance(batch.inputs[i], Decoded):
+                batch.inputs[i].release()
+        self._ack([batch.deliveries[i] for i in sorted(gone)])
+        keep = [i for i in range(len(batch.deliveries)) if i not in gone]
+        batch.deliveries = [batch.deliveries[i] for i in keep]
+        batch.records = [batch.records[i] for i in keep]
+        batch.inputs = [batch.inputs[i] for i in keep]
+
+    def _steer_loop(self) -> None:
+        steering = Steering(self)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    steering.step()
+                except Exception as exc:  # Redis away for a moment: the next step tries again
+                    log.warning("could not read the running jobs' records: %s: %s", type(exc).__name__, exc)
+                    steering.follow(None)
+                    self._stopping.wait(STEER_S)
+        finally:
+            steering.follow(None)
+
+    def _announce_started(self, records: list[JobRecord]) -> None:
+        wanted = [record for record in records if record.webhook and "started" in record.webhook_events]
+        self.announce([(record.id, "started", encode(record, "started")) for record in wanted])
+
+    def _announce_completed(self, records: list[JobRecord]) -> None:
+        self.announce([(record.id, "completed", None) for record in records if wants_completed(record)])
 
     # -- settling messages --------------------------------------------------------------------------------
 
@@ -515,7 +593,7 @@ class Engine:
             for delivery in deliveries
         ]
         try:
-            self.store.write(records)
+            written = self.store.write(records)
         except Exception as exc:
             if is_transient(exc):
                 log.warning("could not record the failure of %d job(s) (%s); requeueing them", len(deliveries), exc)
@@ -524,10 +602,10 @@ class Engine:
             log.exception("could not record the failure of %d job(s); acking them all the same", len(deliveries))
         else:
             self.observer.finished(records)
-        try:
-            self.on_final([delivery.job for delivery in deliveries if delivery.job.webhook])
-        except Exception:
-            log.exception("could not queue the webhooks of %d failed job(s)", len(deliveries))
+            try:
+                self._announce_completed([record for record, ok in zip(records, written, strict=True) if ok])
+            except Exception:
+                log.exception("could not queue the webhooks of %d failed job(s)", len(deliveries))
         self._ack(deliveries)
 
     def _first_record(self, job: Job) -> JobRecord:
@@ -612,3 +690,84 @@ class Engine:
                 delivery.requeue()
             except Exception:
                 log.exception("could not requeue job %s; the broker will redeliver it", delivery.job.id)
+
+
+class Steering:
+    """What the steering thread does (see the module docstring). It looks at a call once it has run STEER_S, then
+    every STEER_S, and at once when one of its jobs becomes final (a cancel is announced on the job's channel), so
+    a call whose jobs are all canceled stops at its next piece."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.call: RunningCall | None = None
+        self.pubsub: Any = None
+        self.written: dict[str, tuple[float, float]] = {}  # job id -> (fraction, when) last written
+        self.told: dict[str, float] = {}  # job id -> when its last progress event was queued
+
+    def step(self) -> None:
+        """Wait for news of the running call (or STEER_S), then look at it."""
+        call = self.engine.watch.current
+        if call is not self.call:
+            self.follow(None)
+            self.call, self.written, self.told = call, {}, {}
+        if call is None or time.monotonic() - call.started < STEER_S:
+            self.engine._stopping.wait(STEER_S / 5)
+            return
+        if self.pubsub is None:
+            self.follow(call)
+        if self.pubsub.get_message(timeout=STEER_S) is not None:
+            while self.pubsub.get_message(timeout=0) is not None:
+                pass
+        if self.engine.watch.current is call:
+            self.look(call)
+
+    def follow(self, call: RunningCall | None) -> None:
+        """Listen to the final-state announcements of ``call``'s jobs (None: stop listening)."""
+        if self.pubsub is not None:
+            with suppress(Exception):
+                self.pubsub.close()
+            self.pubsub = None
+        if call is not None and call.jobs:
+            store = self.engine.store
+            self.pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
+            self.pubsub.subscribe(*{store.channel(delivery.job.id) for delivery in call.jobs})
+
+    def look(self, call: RunningCall) -> None:
+        """Stop the call if all its jobs are final (canceled); else report its progress."""
+        deliveries = [delivery for delivery in call.jobs if delivery.record is not None]
+        records = self.engine.store.get_many([delivery.job.id for delivery in deliveries])
+        live = [d for d, record in zip(deliveries, records, strict=True) if record is None or not record.done]
+        if deliveries and not live:
+            call.progress.abort.set()  # every job of the call is canceled: stop at the next piece
+            log.info("the %d job(s) of the running call were canceled: stopping it at its next piece", len(records))
+            return
+        self._report(call, live)
+
+    def _report(self, call: RunningCall, live: list[Delivery]) -> None:
+        """Write the call's progress into its live jobs' records and queue the progress events asked for."""
+        done = call.progress.fraction()
+        if done is None:
+            return
+        fraction, detail = done
+        at = time.monotonic()
+        due = [
+            d
+            for d in live
+            if self.written.get(d.job.id, (-1.0, 0.0))[0] != fraction
+            and at - self.written.get(d.job.id, (0.0, -PROGRESS_WRITE_S))[1] >= PROGRESS_WRITE_S
+        ]
+        if not due:
+            return
+        progress = Progress(fraction=fraction, detail=detail, updated_at=now())
+        records = [d.record.model_copy(update={"progress": progress}) for d in due]
+        written = self.engine.store.write(records, only_if="running")
+        events = []
+        for record, ok in zip(records, written, strict=True):
+            if not ok:
+                continue
+            self.written[record.id] = (fraction, at)
+            wants = record.webhook and "progress" in record.webhook_events
+            if wants and at - self.told.get(record.id, -PROGRESS_EVENT_S) >= PROGRESS_EVENT_S:
+                self.told[record.id] = at
+                events.append((record.id, "progress", encode(record, "progress")))
+        self.engine.announce(events)

@@ -44,3 +44,7 @@ class TooManyAttempts(JobFailure):
 class InternalError(JobFailure):
     """The worker failed on this job in a way no check foresaw (a bug in pipeq or a library): the job fails once,
     saying where and why, instead of being retried."""
+
+
+class Canceled(JobFailure):
+    """The job was canceled while its call ran: the call stopped at its next piece, and nothing is kept."""

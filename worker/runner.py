@@ -2,11 +2,12 @@
 
 Items are sorted by size, largest first, and go through in the calls :mod:`pipeq.worker.grouping` allows, each
 one ``pipeline(list, batch_size=len(run))`` call. Each output is given back in the shape ``pipeline(single_input)``
-returns. If the batched call raises, or returns past its run time limit, the group is split in halves until the
-inputs that fail are alone: they fail, the others succeed (after running out of memory, the accelerator's free
-memory is given back before the halves). Items named ``alone`` (jobs that were in a call that never returned) go
-first, each in a call of its own. Nothing one item brings (a bad parameter, an odd output) fails more than the
-items it concerns.
+returns. A call whose jobs were all canceled stops at its next piece (:mod:`pipeq.worker.pieces`): its items
+fail with Canceled, and are not split. If the batched call raises, or returns past its run time limit, the group is
+split in halves until the inputs that fail are alone: they fail, the others succeed (after running out of memory,
+the accelerator's free memory is given back before the halves). Items named ``alone`` (jobs that were in a call
+that never returned) go first, each in a call of its own. Nothing one item brings (a bad parameter, an odd output)
+fails more than the items it concerns.
 """
 
 import logging
@@ -17,9 +18,10 @@ from typing import Any
 from pipeq.config.tasks import TaskSpec
 from pipeq.worker.deadlines import CallDeadlines, timeout_failure
 from pipeq.worker.decoding import Decoded
-from pipeq.worker.errors import PipelineError
+from pipeq.worker.errors import Canceled, PipelineError
 from pipeq.worker.grouping import shared_calls, token_counts
 from pipeq.worker.memory import free_accelerator_memory, is_out_of_memory, out_of_memory_message
+from pipeq.worker.pieces import CallCanceled, expected_chunks
 from pipeq.worker.task_quirks import (
     as_batch,
     as_result,
@@ -57,6 +59,8 @@ def run_group(
         inputs = [fresh_input(items[i].value) for i in indices]
         message, oom = "", False  # why the call failed (for an item alone); whether it ran out of memory
         with watched(indices) as call:
+            if call is not None:
+                call.progress.chunks_total = expected_chunks(spec, params, [items[i].value for i in indices])
             try:
                 if len(inputs) == 1:  # a call on the item alone: already in its own shape, no collation
                     outputs = [pipe(inputs[0], **params)]
@@ -64,12 +68,20 @@ def run_group(
                     outputs = list(pipe(as_batch(spec, inputs), batch_size=min(batch_size, len(inputs)), **params))
                     if len(outputs) != len(inputs):
                         raise ValueError(f"the pipeline gave {len(outputs)} outputs for {len(inputs)} inputs")
+            except CallCanceled as exc:
+                for i in indices:
+                    results[i] = Canceled(str(exc))
+                return
             except Exception as exc:
                 oom = is_out_of_memory(exc)
                 if len(indices) == 1:
                     message = out_of_memory_message(pipe, exc) if oom else f"{type(exc).__name__}: {exc}"
                     message += _failure_hint(pipe, spec, params, oom)
                 outputs = None  # split below, once the failed call's frames (and the tensors they hold) are released
+        if call is not None and call.progress.abort.is_set():  # stopped at its last token: canceled, not late
+            for i in indices:
+                results[i] = Canceled("every job of the call was canceled")
+            return
         late = call is not None and call.overran()  # stopped by generate's max_time, or merely slow
         if outputs is None or late:
             if len(indices) == 1:

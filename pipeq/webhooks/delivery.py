@@ -22,9 +22,10 @@ never holds up a model:
   ``pipeq webhooks failed`` lists it, :func:`redeliver` or ``pipeq webhooks redeliver ID`` queues it again);
 * each event is delivered at most once successfully: after a 2xx a marker is set, and every attempt checks it
   under a per-event lock held longer than an attempt's deadline, so a second ``completed`` queued for a re-run job
-  sends nothing. A ``progress`` event still waiting when its job is final is dropped: it says nothing new.
+  sends nothing. Events may arrive out of order (retries): receivers order them by their ``sequence``.
 """
 
+import json
 import logging
 import random
 import time
@@ -69,16 +70,15 @@ def webhook_id(job_id: str, event: str, sequence: int | None) -> str:
 def enqueue_deliveries(app: Any, jobs: list[Any]) -> None:
     """Queue the ``completed`` event of each finished job on the webhooks queue (a redelivered job may queue a
     second: see deliver). The message names the job only: the URL is read from its record."""
-    if not jobs:
-        return
-    settings: Settings = app.pipeq_settings
-    enqueue_events(
-        app,
-        settings.webhooks.queue,
-        records_redis(app),
-        settings.result_ttl,
-        [(job.id, "completed", None) for job in jobs],
-    )
+    announce_events(app, [(job.id, "completed", None) for job in jobs])
+
+
+def announce_events(app: Any, events: list[tuple[str, str, bytes | None]]) -> None:
+    """Number and queue webhook events, each ``(job id, event, body)`` (see
+    :func:`pipeq.core.webhook_events.enqueue_events`), on ``app``'s webhooks queue."""
+    if events:
+        settings: Settings = app.pipeq_settings
+        enqueue_events(app, settings.webhooks.queue, records_redis(app), settings.result_ttl, events)
 
 
 def records_redis(app: Any) -> redis.Redis:
@@ -147,7 +147,7 @@ class Deliverer:
         self, job_id: str, url: str | None = None, event: str = "completed", sequence: int | None = None
     ) -> bool:
         """One attempt at delivering a job's ``event`` (its ``sequence`` number); True if sent now, False if skipped
-        (already delivered, being sent right now, or a progress event of a job now final).
+        (already delivered, or being sent right now).
 
         ``url`` is what the delivery message named, if anything: it must be the record's own webhook. Raises
         TemporaryFailure or PermanentFailure when the receiver did not take it (or it was not sent).
@@ -167,8 +167,6 @@ class Deliverer:
             body = encode(self.results.resolve(record), event, sequence)
         else:
             record = self.live_record(job_id)
-            if record.done and event == "progress":
-                return False  # the job is final: its progress says nothing new
             body = self.event_body(job_id, event, sequence)
         if event not in record.webhook_events:
             raise PermanentFailure(
@@ -207,11 +205,15 @@ class Deliverer:
         return record
 
     def event_body(self, job_id: str, event: str, sequence: int | None) -> bytes:
-        """The stored body of a job's started or progress event; PermanentFailure if there is none."""
-        body = None if sequence is None else stored_body(self.store.redis, job_id, sequence)
-        if body is None:
+        """The body of a job's started or progress event: the snapshot stored when it happened, with its sequence
+        number; PermanentFailure if there is none."""
+        stored = None if sequence is None else stored_body(self.store.redis, job_id, sequence)
+        if stored is None:
             raise PermanentFailure(f"job {job_id} has no stored {event} event numbered {sequence}")
-        return body
+        body = json.loads(stored)
+        if body.get("event") != event or body.get("id") != job_id:
+            raise PermanentFailure(f"the stored event {sequence} of job {job_id} is not a {event} event")
+        return json.dumps({**body, "sequence": sequence}, separators=(",", ":")).encode()
 
     def recorded_url(self, job_id: str) -> str | None:
         """The webhook URL in the job's record, if it can be read (for dead letters)."""
