@@ -162,16 +162,15 @@ class Deliverer:
         identity = webhook_id(job_id, event, sequence)
         if self.delivered(identity):
             return False
-        if event == "completed":
-            record = self.final_record(job_id)
-            body = encode(self.results.resolve(record), event, sequence)
-        else:
-            record = self.live_record(job_id)
-            body = self.event_body(job_id, event, sequence)
+        record = self.final_record(job_id) if event == "completed" else self.live_record(job_id)
         if event not in record.webhook_events:
             raise PermanentFailure(
                 f"job {job_id} asked for the webhook events {', '.join(record.webhook_events)}, not {event}"
             )
+        if event == "completed":
+            body = encode(self.results.resolve(record), event, sequence)
+        else:
+            body = self.event_body(job_id, event, sequence)
         target = webhook_of(record, url)
         lock = self.store.redis.lock(f"pipeq:webhooks:sending:{identity}", timeout=self.lock_seconds)
         if not lock.acquire(blocking=False):

@@ -168,3 +168,27 @@ def test_canceling_an_unknown_job_raises_unknown_job_and_cancels_nothing(worker,
     assert client.wait(known, timeout=60).state == "succeeded"
     with pytest.raises(UnknownJob):
         client.cancel("never-submitted")
+
+
+@pytest.mark.own_worker
+def test_a_job_whose_deadline_passes_while_the_worker_holds_it_expires_unrun(own_settings, gates):
+    """The worker prefetched the job while its model was busy; when it comes to claim it, the deadline has passed:
+    expired, never run, with no client reading it meanwhile."""
+    client = Client(own_settings)
+    try:
+        with own_worker(own_settings):
+            blocker = client.submit(TEXT, "BLOCK the model", model=MODEL, parameters={"top_k": 1})
+            wait_until(gates["BLOCK"].held.is_set, timeout=60, message="the blocking call never started")
+            late = client.submit(TEXT, "too late to run", model=MODEL, ttl=1)
+            on_time = client.submit(TEXT, "in time to run", model=MODEL, ttl=600)
+            wait_until(lambda: queue_length(own_settings) == 0, timeout=30)  # both held by the worker
+            wait_until(lambda: client.store.get(late).past_deadline(), timeout=10)
+            gates["BLOCK"].open()
+            wait_until(lambda: client.store.get(late).done, timeout=60)  # the store: no client settles it
+            record = client.store.get(late)
+            assert client.wait(on_time, timeout=60).state == "succeeded"
+            assert client.wait(blocker, timeout=60).state == "succeeded"
+        assert record.state == "expired" and record.error.type == "Expired"
+        assert record.attempts == 0 and record.started_at is None and record.result is None
+    finally:
+        client.close()
