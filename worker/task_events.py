@@ -2,7 +2,8 @@
 
 pipeq's Strategy hands messages to the micro-batching engine, so Celery's request path, which sends task events,
 never runs. :class:`TaskEvents` watches the engine instead and sends, for each job, the events Celery would have
-sent with the fields Celery sends: ``task-received``, ``task-started``, then ``task-succeeded`` or ``task-failed``.
+sent with the fields Celery sends: ``task-received``, ``task-started``, then ``task-succeeded``, ``task-failed`` or
+(canceled, expired) ``task-revoked``.
 
 It sends them when the worker sends task events (``-E``, ``worker_send_task_events``, or the ``enable_events``
 remote-control command that Flower uses): the consumer's event dispatcher is enabled and its groups include
@@ -36,6 +37,13 @@ QUEUE_SIZE = 10_000
 """Events waiting to be sent; more are dropped (and counted)."""
 RESULT_REPR_CHARS = 256
 """A succeeded event carries the start of its result's repr, never a whole transcript or embedding."""
+FINAL_EVENTS = {
+    "succeeded": "task-succeeded",
+    "failed": "task-failed",
+    "canceled": "task-revoked",
+    "expired": "task-revoked",
+}
+"""The Celery event a job's final state is sent as: canceled and expired jobs show as revoked in Flower."""
 ERROR_MESSAGE_CHARS = 1024
 """A failed event carries the start of its error's message."""
 BATCH_EVENTS = 500
@@ -90,7 +98,7 @@ class TaskEvents(EngineObserver):
     def finished(self, records: Sequence[JobRecord]) -> None:
         if self.enabled():
             for record in records:
-                self._put(("task-succeeded" if record.state == "succeeded" else "task-failed", record, None))
+                self._put((FINAL_EVENTS.get(record.state, "task-failed"), record, None))
 
     def redelivered(self, records: Sequence[JobRecord]) -> None:
         """A job delivered again after it finished ends again for the monitors, who saw it received anew."""
@@ -220,6 +228,13 @@ def _fields(type_: str, subject: Any, timestamp: float | None) -> dict[str, Any]
     if type_ == "task-started":
         return {"uuid": record.id, "timestamp": _epoch(record.started_at)}
     fields: dict[str, Any] = {"uuid": record.id, "timestamp": _epoch(record.finished_at)}
+    if type_ == "task-revoked":  # canceled (terminated if it had started) or expired, as Celery reports revokes
+        return {
+            **fields,
+            "terminated": record.started_at is not None,
+            "signum": None,
+            "expired": record.state == "expired",
+        }
     if type_ == "task-succeeded":
         result = {"result_ref": record.result_ref} if record.result_ref else record.result
         fields["result"] = saferepr(result, maxlen=RESULT_REPR_CHARS)[:RESULT_REPR_CHARS]

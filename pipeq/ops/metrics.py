@@ -27,7 +27,7 @@ JOB = ("model", "queue", "device")
 
 jobs_finished = Counter(
     "pipeq_jobs_finished_total",
-    "Jobs that reached a final state on this worker, by state (succeeded, failed).",
+    "Jobs that reached a final state on this worker, by state (succeeded, failed, canceled, expired).",
     [*JOB, "state"],
 )
 job_queue_wait = Histogram(

@@ -313,3 +313,21 @@ def test_flower_shows_every_job_of_a_worker_it_turned_task_events_on_for(
             assert task["runtime"] == pytest.approx(
                 (records[job_id].finished_at - records[job_id].started_at).total_seconds()
             )
+
+
+def test_canceled_and_expired_jobs_are_sent_as_celery_revokes() -> None:
+    from pipeq.worker.task_events import FINAL_EVENTS, _fields
+
+    queued = JobRecord(state="queued", id="job-r", task=TEXT, model=model_name(TEXT), submitted_at=now())
+    canceled = queued.model_copy(update={"started_at": now()}).ended("canceled", "Canceled", "canceled")
+    expired = queued.ended("expired", "Expired", "not started by its deadline")
+    assert FINAL_EVENTS[canceled.state] == FINAL_EVENTS[expired.state] == "task-revoked"
+    assert _fields("task-revoked", canceled, None) | {"timestamp": 0} == {
+        "uuid": "job-r",
+        "timestamp": 0,
+        "terminated": True,
+        "signum": None,
+        "expired": False,
+    }
+    assert _fields("task-revoked", expired, None)["expired"] is True
+    assert _fields("task-revoked", expired, None)["terminated"] is False
