@@ -7,7 +7,7 @@ never from the message. Sequence numbers count up per job from 1 (a Redis counte
 receiver can order the events and drop a stale progress that arrives after a later one.
 
 * ``started`` and ``progress`` bodies are snapshots, stored when the event happens (a hash per job, kept as long
-  as the job's record);
+  as the job's record) and removed once delivered, so Redis holds only the events still on their way;
 * ``completed`` is built from the final record when it is sent (succeeded, failed, canceled or expired). It may be
   queued more than once (a redelivered job, a cancel racing the worker); it is sent once.
 """

@@ -42,7 +42,7 @@ from pipeq.core.messaging import make_celery, sent_now
 from pipeq.core.records import JobRecord, RecordStore
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
-from pipeq.core.webhook_events import DELIVER_TASK, enqueue_events, stored_body
+from pipeq.core.webhook_events import DELIVER_TASK, enqueue_events, events_key, stored_body
 from pipeq.ops import metrics
 from pipeq.webhooks.dead_letters import DeadLetters
 from pipeq.webhooks.http import Guard, PermanentFailure, TemporaryFailure, post
@@ -182,6 +182,8 @@ class Deliverer:
             headers = {**REQUEST_HEADERS, **signed_headers(secret, identity, body)}
             post(target, body, headers, self.config, self.guard)
             self.store.redis.set(delivered_key(identity), 1, ex=self.settings.result_ttl)
+            if sequence is not None and event != "completed":  # its stored body is no longer needed
+                self.store.redis.hdel(events_key(job_id), str(sequence))
             return True
         finally:
             with suppress(redis.exceptions.LockError):  # expired meanwhile: nothing to release

@@ -7,7 +7,7 @@ import pytest
 
 from pipeq.config.settings import Settings, Webhooks
 from pipeq.core.records import JobRecord, Progress, RecordStore, now
-from pipeq.core.webhook_events import enqueue_events
+from pipeq.core.webhook_events import enqueue_events, events_key
 from pipeq.webhooks.delivery import Deliverer, create_webhooks_app
 from pipeq.webhooks.http import PermanentFailure
 from pipeq.webhooks.payload import encode
@@ -75,6 +75,7 @@ def test_each_event_is_numbered_and_sent_as_its_own_signed_delivery(event_settin
     assert bodies[1]["progress"]["detail"] == "chunk 2 of 4"
     ids = [request.headers["webhook-id"] for request in receiver.requests]
     assert ids == ["job-events:1", "job-events:2", "job-events"]
+    assert store.redis.hkeys(events_key("job-events")) == [b"sequence"]  # delivered bodies are not kept
 
 
 @pytest.mark.parametrize(
