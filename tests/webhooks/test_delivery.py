@@ -235,6 +235,41 @@ def test_a_failed_job_gets_its_webhook_with_the_error(hooks, receiver):
     assert missing in payload["error"]["message"]
 
 
+def test_a_job_asking_for_started_and_completed_gets_both_in_order(hooks, receiver):
+    job_id = hooks.client.submit(
+        TEXT, "tell me it started", webhook=receiver.url, webhook_events=["started", "completed"]
+    )
+    assert hooks.client.wait(job_id, timeout=30).state == "succeeded"
+    requests = receiver.wait_for(2)
+    bodies = sorted((verify(r.headers, r.body, SECRET) for r in requests), key=lambda body: body["sequence"])
+    assert [(body["event"], body["sequence"], body["status"]) for body in bodies] == [
+        ("started", 1, "running"),
+        ("completed", 2, "succeeded"),
+    ]
+    assert sorted(r.headers["webhook-id"] for r in requests) == sorted([f"{job_id}:1", job_id])
+
+
+def test_a_job_asking_only_for_started_gets_no_completed(hooks, receiver):
+    job_id = hooks.client.submit(TEXT, "only the start", webhook=receiver.url, webhook_events=["started"])
+    assert hooks.client.wait(job_id, timeout=30).state == "succeeded"
+    [request] = receiver.wait_for(1)
+    hooks.runs.wait_finished(job_id)
+    time.sleep(0.3)  # room for a stray completed, were there one
+    assert len(receiver.requests) == 1 and verify(request.headers, request.body, SECRET)["event"] == "started"
+
+
+def test_a_canceled_job_gets_its_completed_event_from_the_client(hooks, receiver):
+    """A job still queued (recorded, its message not yet sent to any worker) is canceled: the canceling client
+    queues its completed event."""
+    job = Job(task=TEXT, model=model_name(TEXT), input=TextInput(text="x"), webhook=receiver.url)
+    assert hooks.client.store.create([JobRecord.of(job, "queued", webhook=job.webhook)]) == [None]
+    assert hooks.client.cancel(job.id).state == "canceled"
+    [request] = receiver.wait_for(1)
+    body = verify(request.headers, request.body, SECRET)
+    assert (body["event"], body["status"], body["error"]["type"]) == ("completed", "canceled", "Canceled")
+    assert request.headers["webhook-id"] == job.id
+
+
 def test_5xx_is_retried_with_the_same_webhook_id_and_delivered_once(hooks):
     with Receiver(503, 502, 200) as receiver:
         job_id = submit(hooks, receiver.url)
