@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 SETTING = "allowed_object_prefixes"
-BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,62}$")
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,62}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

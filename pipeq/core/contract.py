@@ -45,8 +45,8 @@ WEBHOOK_EVENTS = ("started", "progress", "completed")
 WebhookEvent = Literal["started", "progress", "completed"]
 DEFAULT_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("completed",)
 
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
-S3_URI_PATTERN = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,62})/(?P<key>.+)$")
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}\Z")  # \Z: no trailing newline
+S3_URI_PATTERN = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,62})/(?P<key>.+)\Z")
 
 
 class InvalidJob(ValueError):

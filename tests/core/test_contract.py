@@ -149,3 +149,29 @@ def test_chat_text_is_measured_without_its_media():
 def test_task_aliases_name_the_task_itself():
     assert Job(task="ner", model="m", input=TextInput(text="x")).task == "token-classification"
     assert Job(task="sentiment-analysis", model="m", input=TextInput(text="x")).task == "text-classification"
+
+
+@pytest.mark.parametrize("job_id", ["job-1\n", "", "-starts-with-a-dash", "a" * 129, "has space", "new\nline"])
+def test_job_ids_are_refused_unless_wholly_made_of_the_allowed_characters(job_id):
+    with pytest.raises(ValueError, match="must be 1-128 characters"):
+        Job(id=job_id, task="text-classification", model="m", input=make_input("x"))
+
+
+def test_an_object_reference_ending_in_a_newline_is_refused():
+    with pytest.raises(ValueError, match="s3://bucket/key"):
+        ObjectInput(uri="s3://media/key.wav\n")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("priority", "urgent", "low, normal, high"),
+        ("webhook_events", ["completed", "finished"], "started, progress, completed"),
+        ("webhook_events", [], "non-empty list"),
+        ("result_ttl", 0, "greater than 0"),
+    ],
+)
+def test_the_lifecycle_fields_of_a_message_are_held_to_their_sets(field, value, says):
+    """A worker validates every message: a forged one with an unknown priority or event fails, saying why."""
+    with pytest.raises(ValueError, match=says):
+        Job(task="text-classification", model="m", input=make_input("x"), **{field: value})
