@@ -9,6 +9,9 @@ a few up to ~300 words). It measures:
   length (pipeq's own micro-batching without the queue, so "pipeq / that" is the cost of the queue): items/s;
 * a pipeq worker (a separate ``celery -A pipeq.worker.app worker`` process, default micro-batching) fed all the jobs at
   once with ``Client.submit_many`` / ``wait_many``: jobs/s from first submit to last result;
+* the same worker fed the same jobs with mixed priorities (:data:`MIXED_PRIORITIES`: 10% high, 10% low, the
+  rest normal), printed beside the plain run; their ratio (what priorities cost) compares the mean jobs/s of
+  rounds run plain, mixed, mixed, plain, so that warming up favours neither;
 * the same worker with ``max_batch_jobs = 1`` and ``batch_size = 1``: one job, one pipeline call;
 * light load: jobs submitted one at a time at ``--rate`` jobs/s, each job's submit-to-result latency measured
   by the client, against the in-process time of the same text at batch size 1 (queue overhead = the difference);
@@ -31,6 +34,7 @@ from devtools.local_services import free_port, isolate_environment, redis_server
 isolate_environment()  # before transformers is imported
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import resource  # noqa: E402
@@ -61,6 +65,8 @@ from pipeq.producer.client import Client  # noqa: E402
 from pipeq.worker.decoding import Decoded  # noqa: E402
 from pipeq.worker.runner import run_group  # noqa: E402
 
+MIXED_PRIORITIES = ("high", *["normal"] * 8, "low")
+"""The priorities of the mixed-priority run, job by job in turn: 10% high, 10% low, the rest normal."""
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
 TASK = "text-classification"
@@ -239,10 +245,17 @@ def wait_ready(
         raise RuntimeError(f"warm-up jobs failed: {[r.error for r in records.values() if r.error]}")
 
 
-def pipeq_throughput(client: Client, inputs: list[Any], task: str = TASK, **parameters: Any) -> dict[str, Any]:
-    """All jobs submitted at once; jobs/s from the first submit to the last result, plus how they were batched."""
+def pipeq_throughput(
+    client: Client, inputs: list[Any], task: str = TASK, priorities: tuple[str, ...] = ("normal",), **parameters: Any
+) -> dict[str, Any]:
+    """All jobs submitted at once, with ``priorities`` job by job in turn; jobs/s from the first submit to the last
+    result, plus how they were batched."""
     start = time.perf_counter()
-    ids = client.submit_many(task, inputs, model=MODEL, parameters=parameters or None)
+    jobs = [
+        client.make_job(task, item, model=MODEL, parameters=parameters or None, priority=priority)
+        for item, priority in zip(inputs, itertools.cycle(priorities), strict=False)
+    ]
+    ids = client.enqueue(jobs)
     submitted = time.perf_counter()
     records = list(client.wait_many(ids, timeout=3600).values())
     seconds = time.perf_counter() - start
@@ -260,6 +273,17 @@ def pipeq_throughput(client: Client, inputs: list[Any], task: str = TASK, **para
         "mean_micro_batch_jobs": float(np.mean([record.micro_batch_jobs or 0 for record in records])),
         "worker_span_seconds": (max(finished) - min(started)).total_seconds(),
     }
+
+
+def priorities_cost(client: Client, texts: list[str], plain: dict[str, Any]) -> dict[str, Any]:
+    """After the ``plain`` run, rounds with mixed priorities, mixed again, then plain again; the first mixed run's
+    figures, every round's jobs/s and the ratio of the mixed rounds' mean to the plain rounds' mean."""
+    mixed = [pipeq_throughput(client, texts, priorities=MIXED_PRIORITIES) for _ in range(2)]
+    plain_again = pipeq_throughput(client, texts)
+    plain_rates = [plain["jobs_per_s"], plain_again["jobs_per_s"]]
+    mixed_rates = [run["jobs_per_s"] for run in mixed]
+    ratio = float(np.mean(mixed_rates) / np.mean(plain_rates))
+    return {**mixed[0], "plain_rounds_jobs_per_s": plain_rates, "mixed_rounds_jobs_per_s": mixed_rates, "ratio": ratio}
 
 
 def light_load(client: Client, texts: list[str], rate: float) -> tuple[list[float], list[int]]:
@@ -374,6 +398,7 @@ def report(results: dict[str, Any]) -> str:
         ("in-process, length-sorted, batch_size=16", inp["sorted_bs16"]),
         (f"in-process, pipeq's batching in {results['chunk']}-item chunks", inp["chunked"]),
         ("pipeq worker", pq),
+        ("pipeq worker, mixed priorities (10% high, 10% low)", results["pipeq_mixed_priorities"]),
         ("one-job-one-call worker (1 job, bs=1)", naive),
     ]
     for name, row in rows:
@@ -390,7 +415,9 @@ def report(results: dict[str, Any]) -> str:
         ("pipeq / one-job-one-call worker", naive["jobs_per_s"]),
         ("pipeq / its own chunking in-process (queue cost)", inp["chunked"]["items_per_s"]),
     ]
-    lines += ["", *(f"{name:{width}}{pq['jobs_per_s'] / other:>9.2f}x" for name, other in ratios), ""]
+    lines += ["", *(f"{name:{width}}{pq['jobs_per_s'] / other:>9.2f}x" for name, other in ratios)]
+    mixed = results["pipeq_mixed_priorities"]["ratio"]
+    lines += [f"{'pipeq with mixed priorities / pipeq (2+2 rounds)':{width}}{mixed:>9.3f}x", ""]
     lines.append(
         f"light load: {light['jobs']} jobs at {light['rate']}/s, "
         f"mean jobs per micro-batch {light['mean_micro_batch_jobs']:.2f}"
@@ -478,6 +505,10 @@ def main() -> None:
                 results[key] = pipeq_throughput(client, texts)
                 print(f"  {results[key]['jobs_per_s']:.1f} jobs/s", flush=True)
                 if key == "pipeq":
+                    print("pipeq worker, mixed priorities ...", flush=True)
+                    mixed = results["pipeq_mixed_priorities"] = priorities_cost(client, texts, results[key])
+                    rates = ", ".join(f"{rate:.1f}" for rate in mixed["mixed_rounds_jobs_per_s"])
+                    print(f"  {rates} jobs/s; plain again {mixed['plain_rounds_jobs_per_s'][1]:.1f}", flush=True)
                     print("light load ...", flush=True)
                     latencies, sizes = light_load(client, light, args.rate)
                     overhead = [lat - alone for lat, alone in zip(latencies, model_seconds, strict=True)]

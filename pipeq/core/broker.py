@@ -2,14 +2,24 @@
 
 **Reliable fetch.** Stock kombu takes a message with ``BRPOP`` and only then records it as unacked: a worker
 killed between the two loses the message, since Redis already removed it from the queue. Here a message moves
-atomically (``BLMOVE``) from its queue into the channel's own in-flight list, is delivered (which records it
+atomically (``LMOVE``, ``BLMOVE``) from its queue into the channel's own in-flight list, is delivered (which records it
 as unacked, as before), and only then leaves the in-flight list. Each channel keeps a heartbeat in a registry;
 any channel whose heartbeat is older than the visibility timeout is dead, and the next sweep (any worker, at
 kombu's restore interval) moves its in-flight messages back to their queues. A message can thus be delivered
 twice, never lost; pipeq's job records make the second delivery harmless.
 
-Priorities are not used by pipeq, so every message of a queue lives in one list (``priority_steps = [0]``):
-``BLMOVE`` watches one list, and with several queues a channel watches each in turn for a short while.
+**Priorities.** A queue keeps its messages in three lists (kombu's ``priority_steps = [0, 1, 2]``, named by
+:data:`pipeq.core.messaging.BROKER_PRIORITIES`: normal in the queue's own list, high and low in ``queue + sep +
+"1"`` and ``"2"``). Each channel reads a queue's high list first, then normal, then low, except that every 8th
+fetch reads normal first (then low, then high) and every 64th low first (then normal, then high), so while high
+messages keep coming normal still gets 7 fetches in 64 and low at least 1 (8 while normal is empty). One fetch is
+one Lua script that moves the first message found, in that order, into the in-flight list of the list it came
+from: each list has its own, so a dead channel's messages return to their own list. When every list is empty the
+channel blocks with ``BLMOVE`` on the normal list, for at most kombu's ``brpop_timeout``; a high or low message
+published (or restored) while the normal list is empty also pushes :data:`WAKE_TOKEN` onto it, which the blocked
+channel takes, drops and fetches again in order. A token is never delivered; one left over is dropped when the
+normal list is next read. With several queues a channel serves each in turn, blocking on each for a short while.
+With ``global_keyprefix`` set, kombu's own fetch (``BRPOP``, lists in step order) and publish are used unchanged.
 
 **One client per channel.** Stock kombu builds a new ``redis.Redis`` for every publish, delivery bookkeeping
 and ack, which costs more than the command itself at pipeq's rates. The client is thread-safe and draws
@@ -21,22 +31,88 @@ held message's delivery time to now, so a worker that touches what it holds ever
 keeps its jobs however long they wait or run.
 """
 
+import hashlib
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import loads
+from redis.exceptions import NoScriptError
+
+from pipeq.core.messaging import BROKER_PRIORITIES
 
 REGISTRY = "pipeq.inflight"
 """Sorted set: in-flight list -> the last heartbeat of the channel that owns it."""
 SOURCES = "pipeq.inflight.sources"
-"""Hash: in-flight list -> the queue its messages came from."""
+"""Hash: in-flight list -> the list its messages came from (a queue's list of one priority)."""
 HEARTBEAT_SECONDS = 1.0
 SHARED_WAIT_SECONDS = 0.05
 """How long a channel consuming several queues waits on each in turn."""
+SEP = kombu_redis.Channel.sep
+"""What joins a queue's name and a priority step in the name of its list (kombu's default ``sep``)."""
+WAKE_TOKEN = b"pipeq.wake"
+"""Pushed onto an empty normal list when a message of another priority arrives, to wake a channel blocked on it;
+never a message (those are JSON objects)."""
+
+NORMAL, HIGH, LOW = (BROKER_PRIORITIES[name] for name in ("normal", "high", "low"))
+HIGH_FIRST = (HIGH, NORMAL, LOW)
+NORMAL_FIRST = (NORMAL, LOW, HIGH)
+LOW_FIRST = (LOW, NORMAL, HIGH)
+NORMAL_TURN = 8
+"""Every this many fetches read normal first."""
+LOW_TURN = 64
+"""Every this many fetches read low first."""
+
+
+def fetch_order(fetch_number: int) -> tuple[int, ...]:
+    """The priority steps a channel's ``fetch_number``-th fetch (from 1) reads, in order (the module docstring)."""
+    if fetch_number % LOW_TURN == 0:
+        return LOW_FIRST
+    if fetch_number % NORMAL_TURN == 0:
+        return NORMAL_FIRST
+    return HIGH_FIRST
+
+
+def priority_lists(queue: str) -> dict[str, str]:
+    """The Redis list of each priority (high, normal, low) of ``queue``."""
+    return {
+        name: queue if step == NORMAL else f"{queue}{SEP}{step}"
+        for name, step in sorted(BROKER_PRIORITIES.items(), key=lambda item: HIGH_FIRST.index(item[1]))
+    }
+
+
+def queue_of(list_key: str) -> str:
+    """The queue whose list ``list_key`` is (see :func:`priority_lists`)."""
+    queue, sep, step = list_key.rpartition(SEP)
+    return queue if sep and step.isdigit() else list_key
+
+
+_FETCH = """
+-- KEYS: n lists in the order to read them, then the in-flight list of each; ARGV[1]: the wake token.
+-- Moves the first message found into its in-flight list, dropping wake tokens on the way; returns {its list's
+-- position (from 1), the message}, or false when every list is empty.
+local n = #KEYS / 2
+for i = 1, n do
+  local item = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'RIGHT', 'LEFT')
+  while item == ARGV[1] do
+    redis.call('LPOP', KEYS[n + i])
+    item = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'RIGHT', 'LEFT')
+  end
+  if item then return {i, item} end
+end
+return false
+"""
+_FETCH_SHA = hashlib.sha1(_FETCH.encode()).hexdigest()  # what Redis names the script by
+
+_WAKE = """
+-- KEYS[1]: a queue's normal list; ARGV[1]: the wake token. Pushed only onto an empty list: a channel blocks only
+-- on an empty one, and whoever takes a message from it fetches in order next.
+if redis.call('LLEN', KEYS[1]) == 0 then redis.call('LPUSH', KEYS[1], ARGV[1]) end
+"""
 
 _RETURN_INFLIGHT = """
 -- ARGV: 'older-than', a time (lists of channels silent since then), or 'lists', the lists themselves
@@ -60,6 +136,17 @@ return moved
 """
 
 
+@dataclass(frozen=True)
+class _Fetch:
+    """A fetch in flight on a channel's connection: ``BLMOVE`` on the normal list (``blocking``) or the ordered
+    fetch script over ``lists``, each with its in-flight list."""
+
+    queue: str
+    lists: tuple[str, ...]
+    inflights: tuple[str, ...]
+    blocking: bool
+
+
 class QoS(kombu_redis.QoS):
     """kombu's Redis ack emulation, with :meth:`touch` to keep held messages from being redelivered."""
 
@@ -78,17 +165,21 @@ class QoS(kombu_redis.QoS):
 
 
 class Channel(kombu_redis.Channel):
-    """A Redis channel with reliable fetch, a reused client and touchable messages (see the module docstring)."""
+    """A Redis channel with reliable, priority-ordered fetch, a reused client and touchable messages (see the
+    module docstring)."""
 
     QoS = QoS
-    priority_steps = [0]  # noqa: RUF012 (kombu's own class attribute)
+    priority_steps = [NORMAL, HIGH, LOW]  # noqa: RUF012 (kombu's own class attribute)
     _reused_client: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._channel_id = uuid.uuid4().hex
-        self._inflight_lists: dict[str, str] = {}  # in-flight list -> its queue
-        self._moving: tuple[str, str, str] | None = None  # queue, its list, the in-flight list
+        self._inflight_lists: dict[str, str] = {}  # in-flight list -> the list its messages came from
+        self._fetching: _Fetch | None = None
+        self._fetches = 0  # ordered fetches sent: fetch_order's count
+        self._block_next = False  # the last ordered fetch found nothing: block on the normal list next
+        self._script_loaded = False
         self._beat_at = 0.0
         self._swept_at = 0.0
 
@@ -102,8 +193,54 @@ class Channel(kombu_redis.Channel):
             reused = self._reused_client = self._create_client()
         yield reused
 
-    def _inflight_for(self, queue_key: str) -> str:
-        return f"{REGISTRY}.{self._channel_id}.{queue_key}"
+    # -- publishing --------------------------------------------------------------------------------------------
+
+    def _put(self, queue: str, message: dict, **kwargs: Any) -> None:
+        batch = kwargs.get("_publish_batch")
+        super()._put(queue, message, **kwargs)
+        if not self.global_keyprefix and self._step_of(message) != NORMAL:
+            if batch is not None:
+                batch.add("eval", _WAKE, 1, self._q_for_pri(queue, NORMAL), WAKE_TOKEN)
+            else:
+                with self.conn_or_acquire() as client:
+                    client.eval(_WAKE, 1, self._q_for_pri(queue, NORMAL), WAKE_TOKEN)
+
+    def _do_restore_message(
+        self, payload: dict, exchange: str, routing_key: str, pipe: Any, leftmost: bool = False
+    ) -> None:
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        if self.global_keyprefix or self._step_of(payload) == NORMAL:
+            return
+        try:
+            queues = self._lookup(exchange, routing_key)
+        except Exception:  # kombu's restore above logged it
+            return
+        for queue in queues:
+            pipe.eval(_WAKE, 1, self._q_for_pri(queue, NORMAL), WAKE_TOKEN)
+
+    def _step_of(self, message: dict) -> int:
+        return self.priority(self._get_message_priority(message, reverse=False))
+
+    # -- fetching ----------------------------------------------------------------------------------------------
+
+    def _get(self, queue: str) -> dict:
+        """One message for ``basic_get``, most urgent list first (not reliable: kombu's own ``RPOP``)."""
+        if self.global_keyprefix:
+            return super()._get(queue)
+        with self.conn_or_acquire() as client:
+            for step in HIGH_FIRST:
+                key = self._q_for_pri(queue, step)
+                item = client.rpop(key)
+                while item == WAKE_TOKEN:
+                    item = client.rpop(key)
+                if item:
+                    self._maybe_update_queues_expire(client, queue)
+                    return loads(kombu_redis.bytes_to_str(item))
+            self._maybe_update_queues_expire(client, queue)
+        raise kombu_redis.Empty()
+
+    def _inflight_for(self, list_key: str) -> str:
+        return f"{REGISTRY}.{self._channel_id}.{list_key}"
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         if self.global_keyprefix:  # key prefixing is kombu's business: keep its own fetch
@@ -112,55 +249,94 @@ class Channel(kombu_redis.Channel):
         if not queues:
             return None
         queue = queues[0]
-        queue_key = self._q_for_pri(queue, 0)
-        inflight = self._inflight_for(queue_key)
-        self._heartbeat(queue_key, inflight)
-        if len(self.active_queues) > 1:
-            timeout = SHARED_WAIT_SECONDS
-        elif timeout is None:
-            timeout = self.brpop_timeout
-        self._moving = (queue, queue_key, inflight)
+        self._heartbeat(queue)
+        if self._block_next:
+            if len(self.active_queues) > 1:
+                timeout = SHARED_WAIT_SECONDS
+            elif timeout is None:
+                timeout = self.brpop_timeout
+            normal = self._q_for_pri(queue, NORMAL)
+            fetch = _Fetch(queue, (normal,), (self._inflight_for(normal),), blocking=True)
+            command: tuple[Any, ...] = ("BLMOVE", normal, fetch.inflights[0], "RIGHT", "LEFT", timeout or 0)
+        else:
+            if not self._script_loaded:
+                with self.conn_or_acquire() as client:
+                    client.script_load(_FETCH)
+                self._script_loaded = True
+            self._fetches += 1
+            lists = tuple(self._q_for_pri(queue, step) for step in fetch_order(self._fetches))
+            fetch = _Fetch(queue, lists, tuple(map(self._inflight_for, lists)), blocking=False)
+            command = ("EVALSHA", _FETCH_SHA, 2 * len(lists), *lists, *fetch.inflights, WAKE_TOKEN)
+        self._fetching = fetch
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
-        self.client.connection.send_command("BLMOVE", queue_key, inflight, "RIGHT", "LEFT", timeout or 0)
+        self.client.connection.send_command(*command)
         return None
 
     def _brpop_read(self, **options: Any) -> bool:
-        if self._moving is None:
+        fetch = self._fetching
+        if fetch is None:
             return super()._brpop_read(**options)
-        queue, queue_key, inflight = self._moving
         try:
             try:
-                item = self.client.parse_response(self.client.connection, "BLMOVE", **options)
+                reply = self.client.parse_response(
+                    self.client.connection, "BLMOVE" if fetch.blocking else "EVALSHA", **options
+                )
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
-            if item is None:
-                self._queue_cycle.rotate(queue)
-                raise kombu_redis.Empty()
-            self._queue_cycle.rotate(queue)
-            try:
-                self.connection._deliver(loads(kombu_redis.bytes_to_str(item)), queue)
-            except BaseException:
-                with self.conn_or_acquire() as client:  # not taken after all: back to its queue
-                    client.pipeline().lrem(inflight, 1, item).rpush(queue_key, item).execute()
-                raise
-            with self.conn_or_acquire() as client:  # now recorded as unacked: leave the in-flight list
-                client.lrem(inflight, 1, item)
-            return True
+            except NoScriptError:  # Redis restarted or flushed its scripts: load it again, fetch again
+                self._script_loaded = False
+                raise kombu_redis.Empty() from None
+            return self._took(fetch, reply)
         finally:
-            self._moving = None
+            self._fetching = None
             self._in_poll = None
             flush = getattr(self, "_flush_brpop_reauth", None)
             if flush is not None:
                 flush()
 
-    def _heartbeat(self, queue_key: str, inflight: str) -> None:
-        """Refresh this channel's heartbeat (about once a second) and sweep dead channels' in-flight lists."""
+    def _took(self, fetch: _Fetch, reply: Any) -> bool:
+        """Deliver what ``fetch`` took (``reply``), or raise Empty and set what the next fetch does."""
+        if fetch.blocking:
+            self._block_next = False  # whatever came (a message, a token, nothing): read in order next
+            if reply is None:
+                self._queue_cycle.rotate(fetch.queue)
+                raise kombu_redis.Empty()
+            if reply == WAKE_TOKEN:
+                with self.conn_or_acquire() as client:
+                    client.lrem(fetch.inflights[0], 1, WAKE_TOKEN)
+                raise kombu_redis.Empty()
+            position, item = 0, reply
+        elif not reply:
+            self._block_next = True
+            raise kombu_redis.Empty()
+        else:
+            position, item = int(reply[0]) - 1, reply[1]
+        source, inflight = fetch.lists[position], fetch.inflights[position]
+        self._queue_cycle.rotate(fetch.queue)
+        try:
+            self.connection._deliver(loads(kombu_redis.bytes_to_str(item)), fetch.queue)
+        except BaseException:
+            with self.conn_or_acquire() as client:  # not taken after all: back to its list
+                client.pipeline().lrem(inflight, 1, item).rpush(source, item).execute()
+            raise
+        with self.conn_or_acquire() as client:  # now recorded as unacked: leave the in-flight list
+            client.lrem(inflight, 1, item)
+        return True
+
+    # -- heartbeat and sweep -----------------------------------------------------------------------------------
+
+    def _heartbeat(self, queue: str) -> None:
+        """Refresh this channel's heartbeat (about once a second), registering the in-flight lists of ``queue``'s
+        lists, and sweep dead channels' in-flight lists."""
         now = time.time()
-        if inflight in self._inflight_lists and now - self._beat_at < HEARTBEAT_SECONDS:
+        normal = self._q_for_pri(queue, NORMAL)
+        if self._inflight_for(normal) in self._inflight_lists and now - self._beat_at < HEARTBEAT_SECONDS:
             return
-        self._inflight_lists[inflight] = queue_key
+        for step in self.priority_steps:
+            source = self._q_for_pri(queue, step)
+            self._inflight_lists[self._inflight_for(source)] = source
         self._beat_at = now
         with self.conn_or_acquire() as client:
             # Both, every time: a sweep may have taken a busy (silent) channel for dead and forgotten it.
@@ -170,10 +346,17 @@ class Channel(kombu_redis.Channel):
             pipe.execute()
             if now - self._swept_at >= self.unacked_restore_interval:
                 self._swept_at = now
-                deadline = now - self.visibility_timeout
-                returned = client.eval(_RETURN_INFLIGHT, 2, REGISTRY, SOURCES, "older-than", deadline)
-                if returned:
-                    kombu_redis.logger.warning("returned %d message(s) of dead consumers to their queues", returned)
+                self.return_dead_inflight(client, now)
+
+    def return_dead_inflight(self, client: Any = None, now: float | None = None) -> int:
+        """Move the messages of channels silent for longer than the visibility timeout from their in-flight lists
+        back to the lists they came from; returns how many moved."""
+        deadline = (time.time() if now is None else now) - self.visibility_timeout
+        with self.conn_or_acquire(client) as client:
+            returned = client.eval(_RETURN_INFLIGHT, 2, REGISTRY, SOURCES, "older-than", deadline)
+        if returned:
+            kombu_redis.logger.warning("returned %d message(s) of dead consumers to their queues", returned)
+        return int(returned)
 
     def close(self) -> None:
         if not self._inflight_lists or self.closed:

@@ -2,15 +2,18 @@
 
 Per queue:
 
-* **waiting**: the length of the queue's list (the key is the queue's name). Producers ``LPUSH``, workers take
-  from the right, so the oldest waiting message is at index -1;
+* **waiting**: the lengths of the queue's lists, one per priority (:func:`pipeq.core.broker.priority_lists`:
+  normal is the queue's own name), told apart too. Producers ``LPUSH``, workers take from the right, so each
+  list's oldest message is at index -1. A wake token (:data:`pipeq.core.broker.WAKE_TOKEN`) at the end of the
+  normal list is no message and is not counted (one elsewhere, which is rare and brief, is);
 * **held**: messages workers took and have not acked (prefetched, waiting for a micro-batch, running). kombu keeps
   them in the hash ``unacked`` (field: delivery tag; value: JSON ``[message, exchange, routing_key]``); pipeq
   publishes to the default exchange, where the routing key is the queue. A message being fetched sits in one of
-  pipeq's in-flight lists for a moment (:mod:`pipeq.core.broker`; ``pipeq.inflight.sources`` names its queue):
-  those count as held too;
-* **oldest waiting age**: seconds since the oldest waiting message was sent: its ``pipeq_sent_at`` header (set
-  where pipeq publishes), else its job's ``submitted_at``, else unknown (0). Never below 0.
+  pipeq's in-flight lists for a moment (:mod:`pipeq.core.broker`; ``pipeq.inflight.sources`` names the list it
+  came from): those count as held too;
+* **oldest waiting age**: seconds since the oldest waiting message (the oldest of any list) was sent: its
+  ``pipeq_sent_at`` header (set where pipeq publishes), else its job's ``submitted_at``, else unknown (0). Never
+  below 0.
 
 Anything read may be garbage (whoever can write to the broker can write anything): a message that cannot be read
 is waiting, of unknown age; an unacked entry that names no queue is held by none; a key of the wrong type is
@@ -39,7 +42,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily
 
 from pipeq.config.settings import Settings
-from pipeq.core.broker import SOURCES
+from pipeq.core.broker import SOURCES, WAKE_TOKEN, priority_lists, queue_of
 from pipeq.core.messaging import SENT_AT_HEADER
 from pipeq.ops.metrics import BACKLOG_LABELS, BACKLOG_UP, QUEUE_HELD, QUEUE_OLDEST_AGE, QUEUE_WAITING
 
@@ -77,11 +80,28 @@ return {page[1], tails}
 
 @dataclass(frozen=True)
 class QueueBacklog:
-    """One queue's backlog: messages waiting, messages held by workers, the oldest waiting one's age."""
+    """One queue's backlog: messages waiting (of them, how many high and low), messages held by workers, the oldest
+    waiting one's age."""
 
     waiting: int = 0
     held: int = 0
     oldest_age_s: float = 0.0
+    waiting_high: int = 0
+    waiting_low: int = 0
+
+    def waiting_by_priority(self) -> dict[str, int]:
+        """Messages waiting by priority: high, normal, low."""
+        normal = self.waiting - self.waiting_high - self.waiting_low
+        return {"high": self.waiting_high, "normal": normal, "low": self.waiting_low}
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``pipeq queues --json`` shows of the queue."""
+        return {
+            "waiting": self.waiting,
+            "waiting_by_priority": self.waiting_by_priority(),
+            "held": self.held,
+            "oldest_age_s": self.oldest_age_s,
+        }
 
 
 def backlog_queues(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
@@ -119,10 +139,12 @@ def read_backlog(
     _count_in_flight(client, names, held, max_scanned)
     _count_unacked(client, names, held, max_scanned)
     now = time.time() if now is None else now
-    return {
-        name: QueueBacklog(waiting[name], held[name], message_age(oldest[name], now) if waiting[name] else 0.0)
-        for name in names
-    }
+    backlog = {}
+    for name in names:
+        total = sum(waiting[name].values())
+        age = max((message_age(message, now) for message in oldest[name]), default=0.0) if total else 0.0
+        backlog[name] = QueueBacklog(total, held[name], age, waiting[name]["high"], waiting[name]["low"])
+    return backlog
 
 
 def message_age(message: bytes | None, now: float) -> float:
@@ -176,20 +198,37 @@ def _submitted_at(message: dict) -> float | None:
     return _unix_time(stamp)
 
 
-def _read_waiting(client: redis.Redis, queues: Sequence[str]) -> tuple[Counter[str], dict[str, bytes | None]]:
-    """Each queue's length and its oldest message, read at one instant (MULTI); a key of the wrong type is empty."""
+def _read_waiting(client: redis.Redis, queues: Sequence[str]) -> tuple[dict[str, Counter[str]], dict[str, list[bytes]]]:
+    """Each queue's lengths by priority and the oldest message of each of its lists, read at one instant (MULTI);
+    a key of the wrong type is empty. A wake token at the end of a list is neither counted nor read as its oldest
+    message: the one before it is, read just after."""
+    lists = [(queue, priority, key) for queue in queues for priority, key in priority_lists(queue).items()]
     pipe = client.pipeline(transaction=True)
-    for queue in queues:
-        pipe.llen(queue)
-        pipe.lindex(queue, -1)
+    for _, _, key in lists:
+        pipe.llen(key)
+        pipe.lindex(key, -1)
     replies = pipe.execute(raise_on_error=False)
-    waiting: Counter[str] = Counter()
-    oldest: dict[str, bytes | None] = {}
-    for index, queue in enumerate(queues):
+    waiting: dict[str, Counter[str]] = {queue: Counter() for queue in queues}
+    oldest: dict[str, list[bytes]] = {queue: [] for queue in queues}
+    for index, (queue, priority, key) in enumerate(lists):
         length, message = replies[2 * index], replies[2 * index + 1]
-        waiting[queue] = length if isinstance(length, int) else 0
-        oldest[queue] = message if isinstance(message, bytes) else None
+        length = length if isinstance(length, int) else 0
+        if message == WAKE_TOKEN:
+            length -= 1
+            message = _second_oldest(client, key) if length else None
+        waiting[queue][priority] = length
+        if isinstance(message, bytes):
+            oldest[queue].append(message)
     return waiting, oldest
+
+
+def _second_oldest(client: redis.Redis, key: str) -> bytes | None:
+    """The entry before the last of the list ``key``, unless there is none or it is a wake token too."""
+    try:
+        message = client.lindex(key, -2)
+    except redis.ResponseError:  # no longer a list
+        return None
+    return message if isinstance(message, bytes) and message != WAKE_TOKEN else None
 
 
 def _count_in_flight(client: redis.Redis, queues: Sequence[str], held: Counter[str], max_scanned: int) -> None:
@@ -197,7 +236,7 @@ def _count_in_flight(client: redis.Redis, queues: Sequence[str], held: Counter[s
     wanted = set(queues)
     lists: list[tuple[bytes, str]] = []
     for in_flight, source in _scan(client, SOURCES, max_scanned, client.hscan):
-        queue = _text(source)
+        queue = queue_of(_text(source))
         if queue in wanted:
             lists.append((in_flight, queue))
     if not lists:

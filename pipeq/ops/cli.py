@@ -9,7 +9,6 @@ import math
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -110,12 +109,17 @@ def add_cli(subparsers: Any) -> None:
     """Add ``queues``, ``metrics`` and ``health`` to the ``pipeq`` command's subparsers."""
     queues = subparsers.add_parser(
         "queues",
-        help="print each queue's backlog: jobs waiting, jobs held by workers, the oldest waiting job's age",
+        help="print each queue's backlog: jobs waiting (and by priority), jobs held by workers, the oldest waiting"
+        " job's age",
         description="Read from the broker's Redis alone: no worker needs to run. Every catalogue queue and the"
         " webhooks queue are shown, and any named with --queue.",
     )
     queues.add_argument("--queue", action="append", type=queue_name, default=[], help="also show this queue")
-    queues.add_argument("--json", action="store_true", help="print JSON: queue -> waiting, held, oldest_age_s")
+    queues.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: queue -> waiting, waiting_by_priority (high, normal, low), held, oldest_age_s",
+    )
 
     metrics = subparsers.add_parser(
         "metrics",
@@ -194,23 +198,26 @@ def _queues(command: str, settings: Settings, client: redis.Redis, extra: list[s
         )
         return 1
     if as_json:
-        print(json.dumps({queue: asdict(counts) for queue, counts in backlog.items()}, indent=2))
+        print(json.dumps({queue: counts.as_json() for queue, counts in backlog.items()}, indent=2))
     else:
         print(backlog_table(backlog))
     return 0
 
 
 def backlog_table(backlog: dict[str, QueueBacklog]) -> str:
-    """The backlog as an aligned table: QUEUE, WAITING, HELD, OLDEST AGE (``-`` when nothing waits)."""
-    rows = [("QUEUE", "WAITING", "HELD", "OLDEST AGE")]
+    """The backlog as an aligned table: QUEUE, WAITING, of them HIGH, NORMAL and LOW, HELD, OLDEST AGE (``-`` when
+    nothing waits)."""
+    rows = [("QUEUE", "WAITING", "HIGH", "NORMAL", "LOW", "HELD", "OLDEST AGE")]
     for queue, counts in backlog.items():
         age = format_age(counts.oldest_age_s) if counts.waiting else "-"
-        rows.append((queue, str(counts.waiting), str(counts.held), age))
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    return "\n".join(
-        f"{queue:<{widths[0]}}  {waiting:>{widths[1]}}  {held:>{widths[2]}}  {age:>{widths[3]}}"
-        for queue, waiting, held, age in rows
-    )
+        by_priority = [str(n) for n in counts.waiting_by_priority().values()]
+        rows.append((queue, str(counts.waiting), *by_priority, str(counts.held), age))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = []
+    for queue, *counts in rows:  # names to the left, numbers to the right
+        cells = [queue.ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(counts, widths[1:], strict=True))]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
 
 
 def format_age(age_s: float) -> str:

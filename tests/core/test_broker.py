@@ -1,12 +1,17 @@
-"""The Redis transport: reliable fetch through in-flight lists, dead consumers' messages returned, one client."""
+"""The Redis transport: reliable fetch through in-flight lists, dead consumers' messages returned, one client,
+priorities read in order without starving the lower ones."""
 
+import threading
 import time
 
 import pytest
 import redis
-from kombu import Connection
+from kombu import Connection, Queue
+from kombu.utils.json import loads
 
-from pipeq.core.broker import REGISTRY, SOURCES, Transport
+from pipeq.core.broker import REGISTRY, SOURCES, WAKE_TOKEN, Transport, priority_lists
+from pipeq.core.messaging import BROKER_PRIORITIES
+from tests.support.waiting import wait_until
 
 QUEUE = "pipeq-broker-test"
 
@@ -36,9 +41,10 @@ def test_a_delivered_message_is_unacked_and_no_longer_in_flight(broker):
     queue.put({"hello": "world"})
     message = queue.get(timeout=5)
     assert message.payload == {"hello": "world"}
-    [inflight] = client.zrange(REGISTRY, 0, -1)
-    assert client.hget(SOURCES, inflight) == QUEUE.encode()
-    assert client.llen(inflight) == 0
+    sources = {source.decode(): inflight for inflight, source in client.hgetall(SOURCES).items()}
+    assert set(sources) == set(priority_lists(QUEUE).values())  # one in-flight list per list of the queue
+    assert sorted(client.zrange(REGISTRY, 0, -1)) == sorted(sources.values())
+    assert not any(client.llen(inflight) for inflight in sources.values())
     assert client.hlen("unacked") == 1
     message.ack()
     assert client.hlen("unacked") == 0
@@ -96,4 +102,161 @@ def test_touch_keeps_a_held_message_from_being_redelivered(broker):
     touched.ack()
     assert qos.touch([touched.delivery_tag]) == 0  # acked: gone for good
     assert client.zcard("unacked_index") == 0
+    queue.close()
+
+
+# -- priorities ------------------------------------------------------------------------------------------------
+
+
+def put(queue, priority: str, **payload) -> None:
+    queue.put({"priority": priority, **payload}, priority=BROKER_PRIORITIES[priority])
+
+
+def waiting(client: redis.Redis, name: str) -> list[dict]:
+    """The messages waiting in ``QUEUE``'s list of priority ``name``, oldest first: their properties."""
+    return [loads(item)["properties"] for item in reversed(client.lrange(priority_lists(QUEUE)[name], 0, -1))]
+
+
+def test_messages_wait_in_the_list_of_their_priority(broker):
+    connection, client = broker
+    queue = connection.SimpleQueue(QUEUE)
+    for name in ("normal", "high", "low", "high"):
+        put(queue, name)
+    lists = priority_lists(QUEUE)
+    assert lists["normal"] == QUEUE
+    assert [len(waiting(client, name)) for name in ("high", "normal", "low")] == [2, 1, 1]
+    for name in ("high", "normal", "low"):
+        assert {message["priority"] for message in waiting(client, name)} == {BROKER_PRIORITIES[name]}
+    queue.close()
+
+
+def test_high_goes_first_yet_normal_and_low_get_their_turns(broker):
+    connection, _ = broker
+    queue = connection.SimpleQueue(QUEUE)
+    for i in range(100):
+        put(queue, "normal", n=i)
+    for i in range(200):
+        put(queue, "high", n=i)
+    for i in range(5):
+        put(queue, "low", n=i)
+    taken = []
+    for _ in range(128):
+        message = queue.get(timeout=5)
+        taken.append(message.payload)
+        message.ack()
+    names = [payload["priority"] for payload in taken]
+    # Every 8th fetch reads normal first, every 64th low first; all others high first.
+    assert [i for i, name in enumerate(names, 1) if name == "normal"] == [i for i in range(8, 129, 8) if i % 64]
+    assert [i for i, name in enumerate(names, 1) if name == "low"] == [64, 128]
+    for name in ("high", "normal", "low"):  # each list first in, first out
+        numbers = [payload["n"] for payload in taken if payload["priority"] == name]
+        assert numbers == list(range(len(numbers)))
+    queue.close()
+
+
+def test_low_gets_the_turns_of_normal_while_normal_is_empty(broker):
+    connection, _ = broker
+    queue = connection.SimpleQueue(QUEUE)
+    for i in range(30):
+        put(queue, "high", n=i)
+    for i in range(3):
+        put(queue, "low", n=i)
+    names = []
+    for _ in range(24):
+        message = queue.get(timeout=5)
+        names.append(message.payload["priority"])
+        message.ack()
+    assert [i for i, name in enumerate(names, 1) if name == "low"] == [8, 16, 24]
+    queue.close()
+
+
+def test_a_dead_channels_messages_return_to_the_list_of_their_priority(broker):
+    connection, client = broker
+    queue = connection.SimpleQueue(QUEUE)
+    for name in ("normal", "high", "low"):
+        put(queue, name)
+    for key in priority_lists(QUEUE).values():  # a consumer took one message of each list and was killed
+        dead = f"{REGISTRY}.deadbeef.{key}"
+        assert client.lmove(key, dead, "RIGHT", "LEFT") is not None
+        client.zadd(REGISTRY, {dead: time.time() - 60})
+        client.hset(SOURCES, dead, key)
+    assert connection.default_channel.return_dead_inflight() == 3
+    for name in ("high", "normal", "low"):
+        assert [message["priority"] for message in waiting(client, name)] == [BROKER_PRIORITIES[name]]
+    assert not client.keys(f"{REGISTRY}.deadbeef.*")
+    queue.close()
+
+
+def test_an_unacked_message_is_restored_to_the_list_of_its_priority(broker):
+    connection, client = broker
+    queue = connection.SimpleQueue(QUEUE)
+    put(queue, "low")
+    held = queue.get(timeout=5)
+    client.zadd("unacked_index", {held.delivery_tag: time.time() - 60})  # past the visibility timeout
+    held.channel.qos.restore_visible(num=10, interval=1)
+    assert [message["priority"] for message in waiting(client, "low")] == [BROKER_PRIORITIES["low"]]
+    again = queue.get(timeout=5)
+    assert again.payload == {"priority": "low"} and again.delivery_info["redelivered"]
+    again.ack()
+    queue.close()
+
+
+def test_an_idle_consumer_takes_a_high_or_low_message_at_once(broker, redis_url, redis_db):
+    connection, client = broker
+    producer = connection.SimpleQueue(QUEUE)
+    arrived: dict[str, float] = {}
+    failed: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            with Connection(f"{redis_url}/{redis_db}", transport=Transport) as own:
+                own.default_channel.brpop_timeout = 60  # unwoken, a blocked fetch would wait a minute
+                queue = own.SimpleQueue(QUEUE)
+                for _ in range(2):
+                    message = queue.get(timeout=30)
+                    arrived[message.payload["priority"]] = time.monotonic()
+                    message.ack()
+                queue.close()
+        except BaseException as exc:
+            failed.append(exc)
+
+    def blocked() -> bool:
+        clients = client.client_list()
+        return any(entry.get("cmd") == "blmove" and entry.get("db") == str(redis_db) for entry in clients)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    for name in ("high", "low"):
+        wait_until(blocked, 10, message="the consumer never blocked on its queue")
+        sent = time.monotonic()
+        put(producer, name)
+        wait_until(lambda name=name: name in arrived or failed, 10, message=f"the {name} message never arrived")
+        assert not failed, failed
+        assert arrived[name] - sent < 5  # far below the blocked fetch's 60 s: the consumer was woken
+    consumer.join(10)
+    producer.close()
+
+
+def test_wake_tokens_never_reach_a_consumer(broker):
+    connection, client = broker
+    queue = connection.SimpleQueue(QUEUE)
+    put(queue, "high", n=0)  # onto an empty queue: wakes whoever blocks on its normal list
+    assert client.lrange(QUEUE, 0, -1) == [WAKE_TOKEN]
+    sent = [("low", 1), ("normal", 2), ("high", 3), ("low", 4)]
+    for name, n in sent:
+        put(queue, name, n=n)
+    taken = []
+    for _ in range(5):
+        message = queue.get(timeout=5)
+        taken.append(message.payload["n"])
+        message.ack()
+    assert sorted(taken) == [0, 1, 2, 3, 4]
+    with pytest.raises(queue.Empty):
+        queue.get(timeout=0.5)
+    assert not any(client.exists(key) for key in priority_lists(QUEUE).values())  # no token left behind
+    put(queue, "low", n=5)
+    put(queue, "normal", n=6)
+    by_get = Queue(QUEUE)(connection.default_channel)  # basic_get: kombu's plain RPOP, most urgent list first
+    assert [by_get.get().payload["n"] for _ in range(2)] == [6, 5]
+    assert by_get.get() is None
     queue.close()

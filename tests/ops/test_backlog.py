@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.local_services import free_port
-from pipeq.core.broker import SOURCES
+from pipeq.core.broker import SOURCES, WAKE_TOKEN, priority_lists
 from pipeq.core.messaging import SENT_AT_HEADER
 from pipeq.ops import metrics
 from pipeq.ops.backlog import (
@@ -117,6 +117,52 @@ def test_messages_in_in_flight_lists_are_held_by_the_queue_they_came_from(broker
 
     assert (backlog["cpu"].held, backlog["gpu"].held) == (3, 0)
     assert (backlog["cpu"].waiting, backlog["gpu"].waiting) == (0, 0)
+
+
+def test_waiting_jobs_of_every_priority_are_counted(broker, producer):
+    producer.submit_many("text-classification", ["a", "b", "c"])
+    producer.submit_many("text-classification", ["d", "e"], priority="low")
+    producer.submit("text-classification", "f", priority="high")
+
+    backlog = read_backlog(broker, ["cpu"])["cpu"]
+
+    assert backlog.waiting == 6
+    assert backlog.waiting_by_priority() == {"high": 1, "normal": 3, "low": 2}
+
+
+def test_a_wake_token_is_not_a_waiting_job(broker, producer):
+    producer.submit("text-classification", "urgent", priority="high")  # onto an empty queue: wakes consumers
+    assert broker.lrange("cpu", 0, -1) == [WAKE_TOKEN]
+    assert read_backlog(broker, ["cpu"])["cpu"].waiting_by_priority() == {"high": 1, "normal": 0, "low": 0}
+
+    producer.submit("text-classification", "later")
+    sent = json.loads(broker.lindex("cpu", 0))["headers"][SENT_AT_HEADER]
+    backlog = read_backlog(broker, ["cpu"], now=sent + 10)["cpu"]
+    assert backlog.waiting_by_priority() == {"high": 1, "normal": 1, "low": 0}
+    assert backlog.oldest_age_s >= 10  # the high job's age, the older one, not the token's (unknown)
+
+
+def test_the_oldest_waiting_age_is_that_of_the_oldest_list(broker, producer):
+    producer.submit("text-classification", "normal")
+    producer.submit("text-classification", "low", priority="low")
+    lists = priority_lists("cpu")
+    low = json.loads(broker.lindex(lists["low"], -1))
+    sent = low["headers"][SENT_AT_HEADER]
+    broker.rpush(lists["low"], json.dumps({**low, "headers": {**low["headers"], SENT_AT_HEADER: sent - 300}}))
+
+    backlog = read_backlog(broker, ["cpu"], now=sent)["cpu"]
+
+    assert (backlog.waiting, backlog.waiting_low) == (3, 2)
+    assert backlog.oldest_age_s == pytest.approx(300)
+
+
+def test_in_flight_lists_of_every_priority_are_held_by_their_queue(broker):
+    message = json.dumps({"body": "", "headers": {}}).encode()
+    for priority, key in priority_lists("cpu").items():
+        broker.hset(SOURCES, f"pipeq.inflight.a.{key}", key)
+        broker.lpush(f"pipeq.inflight.a.{key}", *[message] * {"high": 1, "normal": 2, "low": 3}[priority])
+
+    assert read_backlog(broker, ["cpu"])["cpu"].held == 6
 
 
 def kombu_entry(routing: str, exchange: str = "", body: str = "") -> bytes:

@@ -57,13 +57,29 @@ def test_queues_prints_a_table_of_every_queue(capsys, own_settings, producer):
 
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].split() == ["QUEUE", "WAITING", "HELD", "OLDEST", "AGE"]
+    assert lines[0].split() == ["QUEUE", "WAITING", "HIGH", "NORMAL", "LOW", "HELD", "OLDEST", "AGE"]
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
     assert list(rows) == [*QUEUES, "extra"]
-    assert rows["cpu"][:2] == ["3", "0"] and rows["cpu"][2].endswith("s")
-    assert rows["gpu"] == ["0", "0", "-"]
-    assert rows["pipeq"][:2] == ["1", "0"]
-    assert rows["extra"] == ["0", "0", "-"]
+    assert rows["cpu"][:5] == ["3", "0", "3", "0", "0"] and rows["cpu"][5].endswith("s")
+    assert rows["gpu"] == ["0", "0", "0", "0", "0", "-"]
+    assert rows["pipeq"][:5] == ["1", "0", "1", "0", "0"]
+    assert rows["extra"] == ["0", "0", "0", "0", "0", "-"]
+
+
+def test_queues_shows_what_waits_by_priority(capsys, own_settings, producer):
+    producer.submit_many("text-classification", ["a", "b"], priority="high")
+    producer.submit_many("text-classification", ["c", "d", "e"], priority="low")
+    producer.submit("text-classification", "f")
+
+    code, out, _ = pipeq(capsys, "queues", settings=own_settings)
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
+    assert rows["cpu"][:5] == ["6", "2", "1", "3", "0"]
+
+    code, out, _ = pipeq(capsys, "queues", "--json", settings=own_settings)
+    assert code == 0
+    cpu = json.loads(out)["cpu"]
+    assert (cpu["waiting"], cpu["waiting_by_priority"]) == (6, {"high": 2, "normal": 1, "low": 3})
 
 
 def test_queues_prints_json(capsys, own_settings, producer):
@@ -75,7 +91,12 @@ def test_queues_prints_json(capsys, own_settings, producer):
     backlog = json.loads(out)
     assert list(backlog) == QUEUES
     assert backlog["gpu"]["waiting"] == 1 and backlog["gpu"]["held"] == 0 and backlog["gpu"]["oldest_age_s"] >= 0
-    assert backlog["cpu"] == {"waiting": 0, "held": 0, "oldest_age_s": 0.0}
+    assert backlog["cpu"] == {
+        "waiting": 0,
+        "waiting_by_priority": {"high": 0, "normal": 0, "low": 0},
+        "held": 0,
+        "oldest_age_s": 0.0,
+    }
 
 
 def test_queues_exits_1_saying_what_to_check_when_redis_cannot_be_read(capsys):

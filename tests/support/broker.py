@@ -6,12 +6,16 @@ import time
 import redis
 
 from pipeq.config.settings import Settings
-from pipeq.core.broker import REGISTRY
+from pipeq.core.broker import REGISTRY, WAKE_TOKEN, priority_lists
 from tests.support.waiting import wait_until
 
 _HELD = """
-local held = {redis.call('LLEN', KEYS[1]), redis.call('HLEN', 'unacked'), 0}
-for _, inflight in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+-- KEYS: the registry of in-flight lists, then the queue's lists (one per priority); ARGV[1]: the wake token
+local held = {0, redis.call('HLEN', 'unacked'), 0}
+for i = 2, #KEYS do
+  held[1] = held[1] + redis.call('LLEN', KEYS[i]) - #redis.call('LPOS', KEYS[i], ARGV[1], 'COUNT', 0)
+end
+for _, inflight in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   held[3] = held[3] + redis.call('LLEN', inflight)
 end
 return held
@@ -19,8 +23,11 @@ return held
 
 
 def held_messages(settings: Settings, queue: str = "pipeq") -> dict[str, int]:
-    """Messages of ``queue`` queued, unacked and in pipeq's in-flight lists, counted atomically."""
-    queued, unacked, inflight = redis.Redis.from_url(settings.broker_url).eval(_HELD, 2, queue, REGISTRY)
+    """Messages of ``queue`` queued (of every priority; wake tokens are none), unacked and in pipeq's in-flight
+    lists, counted atomically."""
+    lists = list(priority_lists(queue).values())
+    with redis.Redis.from_url(settings.broker_url) as client:
+        queued, unacked, inflight = client.eval(_HELD, 1 + len(lists), REGISTRY, *lists, WAKE_TOKEN)
     return {"queued": queued, "unacked": unacked, "in flight": inflight}
 
 

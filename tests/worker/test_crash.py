@@ -6,6 +6,7 @@ import pytest
 
 from devtools.config_files import write_config
 from pipeq.config.catalogue import ModelEntry
+from pipeq.core.broker import priority_lists
 from pipeq.producer import Client
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
@@ -27,10 +28,14 @@ def crash_setup(redis_url, s3_endpoint, tiny_models, tmp_path, redis_db):
     client.close()
 
 
-def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path):
+@pytest.mark.parametrize("priorities", [["normal"], ["low", "normal", "high"]], ids=["normal", "mixed-priorities"])
+def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path, priorities):
     settings, config, client = crash_setup
     log = tmp_path / "worker.log"
-    ids = client.submit_many(TEXT, [f"review number {i} was fine" for i in range(300)])
+    ids = []
+    for priority in priorities:
+        inputs = [f"{priority} review number {i} was fine" for i in range(300 // len(priorities))]
+        ids += client.submit_many(TEXT, inputs, priority=priority)
 
     def mid_batch() -> bool:
         return {"succeeded", "running"} <= {record.state for record in client.store.get_many(ids)}
@@ -53,10 +58,12 @@ def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path):
         records = client.wait_many(ids, timeout=120)
     except TimeoutError:
         states = Counter(record.state for record in client.store.get_many(ids))
-        queued, unacked = broker.llen("crash"), broker.hlen("unacked")
+        queued = {priority: broker.llen(key) for priority, key in priority_lists("crash").items()}
+        unacked = broker.hlen("unacked")
         raise AssertionError(f"jobs left undone: {states}; in the queue {queued}, unacked {unacked}") from None
     finally:
         kill(second)
     assert {record.state for record in records.values()} == {"succeeded"}, log.read_text()[-3000:]
+    assert {record.priority for record in records.values()} == set(priorities)
     workers = {record.worker.split("@")[0] for record in records.values()}
     assert "plain" in workers  # the second worker, started as plain Celery, finished what the first left
