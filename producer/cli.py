@@ -1,16 +1,21 @@
-"""The producer's commands: ``pipeq submit``, ``status`` (``--follow``: a live progress bar), ``wait``, ``cancel``."""
+"""The producer's commands: ``pipeq submit`` (``--from``: a jobs file), ``status`` (``--follow``: a live progress
+bar), ``wait``, ``cancel`` (by id, or every job of a model or queue), ``jobs`` (a listing)."""
 
 import argparse
 import json
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
-from pipeq.core.contract import PRIORITIES, WEBHOOK_EVENTS
-from pipeq.core.records import JobRecord
+from pipeq.core.contract import PRIORITIES, WEBHOOK_EVENTS, InvalidJob
+from pipeq.core.records import STATES, JobRecord
+from pipeq.producer.jsonl import max_line_bytes, read_requests
 
-COMMANDS = ("submit", "status", "wait", "cancel")
+COMMANDS = ("submit", "status", "wait", "cancel", "jobs")
+PER_JOB_OPTIONS = ("model", "param", "webhook", "webhook_events", "job_id", "deadline", "ttl", "result_ttl", "wait")
+"""``pipeq submit`` options a jobs file gives per line instead (``--priority`` too, unless left normal)."""
 FOLLOW_POLL_S = 0.5
 """How often ``pipeq status --follow`` reads the record (workers write progress at most twice a second)."""
 BAR_WIDTH = 30
@@ -36,9 +41,18 @@ def _input(text: str) -> Any:
 
 def add_cli(commands: Any) -> None:
     """Add the producer's commands to the ``pipeq`` parser's subcommands."""
-    submit = commands.add_parser("submit", help="submit one job and print its id (or its record with --wait)")
-    submit.add_argument("task", help="e.g. text-classification, automatic-speech-recognition")
-    submit.add_argument("input", help="text, s3://bucket/key, or @local-file to send inline")
+    submit = commands.add_parser(
+        "submit", help="submit one job and print its id (or its record with --wait), or every job of a jobs file"
+    )
+    submit.add_argument("task", nargs="?", help="e.g. text-classification, automatic-speech-recognition")
+    submit.add_argument("input", nargs="?", help="text, s3://bucket/key, or @local-file to send inline")
+    submit.add_argument(
+        "--from",
+        dest="source",
+        metavar="FILE",
+        help="submit the jobs of a JSON lines file (- for stdin) instead: one object per line with task, input and"
+        " optionally model, parameters, webhook, id, priority, deadline, ttl, webhook_events, result_ttl",
+    )
     submit.add_argument("--model", help="a catalogue model (default: the task's default)")
     submit.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE")
     submit.add_argument("--webhook", help="URL to POST the result to")
@@ -72,7 +86,21 @@ def add_cli(commands: Any) -> None:
     cancel = commands.add_parser(
         "cancel", help="cancel jobs: queued ones never run, running ones stop at their next piece"
     )
-    cancel.add_argument("job_ids", nargs="+", metavar="ID")
+    cancel.add_argument("job_ids", nargs="*", metavar="ID")
+    matching = cancel.add_mutually_exclusive_group()
+    matching.add_argument("--model", help="cancel every job not yet final of this catalogue model")
+    matching.add_argument("--queue", help="cancel every job not yet final of the models served on this queue")
+
+    jobs = commands.add_parser("jobs", help="list jobs, newest first (the next page's cursor goes to stderr)")
+    jobs.add_argument(
+        "--state", action="extend", nargs="+", dest="states", metavar="S", help=f"only these: {', '.join(STATES)}"
+    )
+    jobs.add_argument("--model", help="only this catalogue model's jobs")
+    jobs.add_argument("--since", help="submitted at or after this ISO 8601 time (with a zone)")
+    jobs.add_argument("--until", help="submitted at or before this ISO 8601 time (with a zone)")
+    jobs.add_argument("--limit", type=int, default=50, help="at most this many jobs, 1 to 1000 (default 50)")
+    jobs.add_argument("--cursor", help="the cursor a previous page printed: go on from there")
+    jobs.add_argument("--json", action="store_true", help="one JSON record per line instead of a table")
 
 
 def run_cli(args: argparse.Namespace, client_factory: Any) -> int:
@@ -82,11 +110,11 @@ def run_cli(args: argparse.Namespace, client_factory: Any) -> int:
     try:
         client = client_factory()
         if args.command == "submit":
-            return _submit(client, args)
+            return _submit_from(client, args) if args.source is not None else _submit(client, args)
         if args.command == "cancel":
-            for record in client.cancel_many(args.job_ids):
-                print(f"{record.id}\t{record.state}")
-            return 0
+            return _cancel(client, args)
+        if args.command == "jobs":
+            return _jobs(client, args)
         if args.command == "status":
             record = follow(client, args.job_id, args.timeout) if args.follow else client.status(args.job_id)
         else:
@@ -101,6 +129,8 @@ def run_cli(args: argparse.Namespace, client_factory: Any) -> int:
 
 
 def _submit(client: Any, args: argparse.Namespace) -> int:
+    if args.task is None or args.input is None:
+        raise InvalidJob("pipeq submit takes a TASK and an INPUT, or --from FILE")
     job_id = client.submit(
         args.task,
         _input(args.input),
@@ -118,6 +148,105 @@ def _submit(client: Any, args: argparse.Namespace) -> int:
         print(job_id)
         return 0
     return _print_record(client.wait(job_id, args.timeout))
+
+
+def _submit_from(client: Any, args: argparse.Namespace) -> int:
+    """``pipeq submit --from FILE``: every job of a jobs file, a progress line on stderr, a summary on stdout; 2 with
+    the line that is wrong (the jobs of the lines before its chunk stay submitted)."""
+    if args.task is not None or args.input is not None:
+        raise InvalidJob("give TASK and INPUT, or --from FILE, not both")
+    given = [name for name in PER_JOB_OPTIONS if getattr(args, name) not in (None, [], False)]
+    given += ["priority"] if args.priority != "normal" else []
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise InvalidJob(f"with --from each line gives its own options: drop {options}")
+    lines: list[int] = []
+    progress = SubmitProgress(sys.stderr)
+    stream: BinaryIO = sys.stdin.buffer if args.source == "-" else open(args.source, "rb")  # noqa: SIM115
+    try:
+        requests = read_requests(stream, lines, max_line_bytes(client.settings.limits))
+        ids = client.submit_requests(requests, on_progress=progress)
+    except InvalidJob as exc:
+        progress.end()
+        index = getattr(exc, "index", None)
+        if index is None or index >= len(lines):
+            raise
+        done = len(exc.enqueued)
+        after = f"the {done} job(s) before line {lines[done]} were submitted, none from it on" if done else ""
+        print(f"pipeq: line {lines[index]}: {exc.reason} ({after or 'nothing was submitted'})", file=sys.stderr)
+        return 2
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    progress.end()
+    print(f"submitted {len(ids)} job(s): {len(ids) - ids.existing} new, {ids.existing} already existing")
+    return 0
+
+
+class SubmitProgress:
+    """``on_progress`` of a streamed submission: one line on ``out`` with the jobs submitted and their rate."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.started = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done: int) -> None:
+        rate = done / max(time.monotonic() - self.started, 1e-6)
+        self.out.write(f"\rsubmitted {done} job(s), {rate:,.0f}/s")
+        self.out.flush()
+        self.shown = True
+
+    def end(self) -> None:
+        if self.shown:
+            self.out.write("\n")
+            self.shown = False
+
+
+def _cancel(client: Any, args: argparse.Namespace) -> int:
+    """``pipeq cancel ID...`` (each job's state after) or ``--model M`` / ``--queue Q`` (how many were canceled)."""
+    matching = args.model is not None or args.queue is not None
+    if matching == bool(args.job_ids):
+        raise InvalidJob("pipeq cancel takes job ids, or --model M, or --queue Q")
+    if matching:
+        print(f"canceled {client.cancel_matching(model=args.model, queue=args.queue)} job(s)")
+        return 0
+    for record in client.cancel_many(args.job_ids):
+        print(f"{record.id}\t{record.state}")
+    return 0
+
+
+def _jobs(client: Any, args: argparse.Namespace) -> int:
+    """``pipeq jobs``: a page of the listing as a table or JSON lines; the next page's cursor on stderr."""
+    page = client.list(
+        state=args.states,
+        model=args.model,
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+        cursor=args.cursor,
+    )
+    if args.json:
+        for record in page.records:
+            print(record.model_dump_json())
+    else:
+        print(jobs_table(page.records))
+    if page.cursor is not None:
+        print(f"next page: --cursor {page.cursor}", file=sys.stderr)
+    return 0
+
+
+def jobs_table(records: list[JobRecord]) -> str:
+    """Records as a table: id, state, model, submitted (UTC, to the second), progress."""
+    rows = [("ID", "STATE", "MODEL", "SUBMITTED", "PROGRESS")]
+    for record in records:
+        fraction = 1.0 if record.state == "succeeded" else record.progress.fraction if record.progress else None
+        submitted = record.submitted_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        rows.append((record.id, record.state, record.model, submitted, "-" if fraction is None else f"{fraction:.0%}"))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def _print_record(record: JobRecord) -> int:

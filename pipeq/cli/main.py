@@ -1,5 +1,5 @@
-"""The ``pipeq`` command line: submit, status, wait, cancel, ingest (producers); worker, webhooks (workers); queues,
-metrics, health (operators)."""
+"""The ``pipeq`` command line: submit, status, wait, cancel, jobs, ingest (producers); worker, webhooks (workers);
+queues, metrics, health (operators)."""
 
 import argparse
 import sys

@@ -8,12 +8,14 @@ compared with the job it names.
 """
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+from pipeq.core import job_index
 
 State = Literal["queued", "running", "succeeded", "failed", "canceled", "expired"]
 STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed", "canceled", "expired")
@@ -46,11 +48,13 @@ if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
 """
 
-# Sets a new record unless one exists; returns the existing record's JSON, or nil where it set the new one.
+# Sets a new record unless one exists; returns the existing record's JSON, or nil where it set the new one. A new
+# record's job enters the listing index: KEYS[2...] (pipeq.core.job_index), with the score ARGV[3] and id ARGV[4].
 _CREATE_OR_GET = """
 local current = redis.call('GET', KEYS[1])
 if current then return current end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+for i = 2, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4]) end
 return false
 """
 
@@ -175,19 +179,29 @@ class RecordStore:
         return f"pipeq:done:{job_id}"
 
     def create(self, records: list[JobRecord]) -> list[JobRecord | None]:
-        """Store new queued records: None where one was stored, the existing record where its id was taken."""
+        """Store new queued records, listing their jobs in the index (pipeq.core.job_index, trimmed in the same
+        pipeline): None where one was stored, the existing record where its id was taken."""
         pipe = self.redis.pipeline(transaction=False)
+        touched: set[str] = set()
         for record in records:
-            self._create_or_get(
-                keys=[self.key(record.id)], args=[record.model_dump_json(), self.ttl_of(record)], client=pipe
-            )
-        return [None if existing is None else JobRecord.model_validate_json(existing) for existing in pipe.execute()]
+            listed = job_index.keys_of(record.model)
+            touched.update(listed)
+            args = [record.model_dump_json(), self.ttl_of(record), job_index.score(record.submitted_at), record.id]
+            self._create_or_get(keys=[self.key(record.id), *listed], args=args, client=pipe)
+        job_index.trim(pipe, touched, self.ttl, now())
+        created = pipe.execute()[: len(records)]
+        return [None if existing is None else JobRecord.model_validate_json(existing) for existing in created]
 
-    def forget(self, job_ids: Iterable[str]) -> None:
-        """Remove records (used when their jobs could not be enqueued)."""
-        keys = [self.key(job_id) for job_id in job_ids]
-        if keys:
-            self.redis.delete(*keys)
+    def forget(self, job_ids: Iterable[str], models: Iterable[str] = ()) -> None:
+        """Remove records (used when their jobs could not be enqueued), and their jobs from the listing index of
+        every job and of ``models``."""
+        ids = list(job_ids)
+        if ids:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.delete(*[self.key(job_id) for job_id in ids])
+            for key in dict.fromkeys([job_index.ALL_KEY, *map(job_index.model_key, models)]):
+                pipe.zrem(key, *ids)
+            pipe.execute()
 
     def get(self, job_id: str) -> JobRecord | None:
         return self.get_many([job_id])[0]
@@ -215,10 +229,17 @@ class RecordStore:
             )
         return [bool(written) for written in pipe.execute()]
 
-    def wait(self, job_ids: list[str], timeout: float | None = None, poll: float = 1.0) -> dict[str, JobRecord]:
+    def wait(
+        self,
+        job_ids: list[str],
+        timeout: float | None = None,
+        poll: float = 1.0,
+        settle: Callable[[list[JobRecord]], list[JobRecord]] | None = None,
+    ) -> dict[str, JobRecord]:
         """Block until every job is final; TimeoutError after ``timeout`` seconds.
 
-        Listens on the jobs' channels and re-reads the records every ``poll`` seconds as a safety net.
+        Listens on the jobs' channels and re-reads the records every ``poll`` seconds as a safety net; ``settle``
+        (e.g. expiring jobs past their deadline) is applied to the records read then.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         pending = set(job_ids)
@@ -231,8 +252,9 @@ class RecordStore:
             next_poll = 0.0
             while pending:
                 if time.monotonic() >= next_poll:
-                    for record in self.get_many(sorted(pending)):
-                        if record is not None and record.done:
+                    records = [record for record in self.get_many(sorted(pending)) if record is not None]
+                    for record in settle(records) if settle else records:
+                        if record.done:
                             done[record.id] = record
                             pending.discard(record.id)
                     next_poll = time.monotonic() + poll
