@@ -10,6 +10,7 @@ that returns past its deadline, stopped that way or merely late, fails its job w
 
 import copy
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -59,12 +60,15 @@ class CallWatch:
 
     def __init__(self) -> None:
         self.current: RunningCall | None = None
+        self.began = threading.Event()
+        """Set whenever a call begins: who waits for calls (the engine's steering) clears it."""
 
     @contextmanager
     def running(self, limit_s: float, jobs: Sequence[Any]) -> Iterator[RunningCall]:
         """Watch one call of ``jobs`` with a run time limit of ``limit_s`` seconds, while the block runs."""
         call = RunningCall(time.monotonic(), limit_s, jobs)
         self.current = call
+        self.began.set()
         try:
             yield call
         finally:

@@ -706,12 +706,18 @@ class Steering:
 
     def step(self) -> None:
         """Wait for news of the running call (or STEER_S), then look at it."""
-        call = self.engine.watch.current
+        watch = self.engine.watch
+        watch.began.clear()
+        call = watch.current
         if call is not self.call:
             self.follow(None)
             self.call, self.written, self.told = call, {}, {}
-        if call is None or time.monotonic() - call.started < STEER_S:
-            self.engine._stopping.wait(STEER_S / 5)
+        if call is None:  # asleep until a call begins: nothing to look at
+            watch.began.wait(STEER_S * 4)
+            return
+        young = STEER_S - (time.monotonic() - call.started)
+        if young > 0:  # most calls end before they are looked at: a look at most every STEER_S while busy
+            self.engine._stopping.wait(young)
             return
         if self.pubsub is None:
             self.follow(call)

@@ -2,8 +2,8 @@
 
 **Reliable fetch.** Stock kombu takes a message with ``BRPOP`` and only then records it as unacked: a worker
 killed between the two loses the message, since Redis already removed it from the queue. Here a message moves
-atomically (``LMOVE``, ``BLMOVE``) from its queue into the channel's own in-flight list, is delivered (which records it
-as unacked, as before), and only then leaves the in-flight list. Each channel keeps a heartbeat in a registry;
+atomically (``LMOVE``, ``BLMOVE``) from its queue into the channel's own in-flight list, is delivered (which records
+it as unacked, as before), and only then leaves the in-flight list. Each channel keeps a heartbeat in a registry;
 any channel whose heartbeat is older than the visibility timeout is dead, and the next sweep (any worker, at
 kombu's restore interval) moves its in-flight messages back to their queues. A message can thus be delivered
 twice, never lost; pipeq's job records make the second delivery harmless.
@@ -12,12 +12,14 @@ twice, never lost; pipeq's job records make the second delivery harmless.
 :data:`pipeq.core.messaging.BROKER_PRIORITIES`: normal in the queue's own list, high and low in ``queue + sep +
 "1"`` and ``"2"``). Each channel reads a queue's high list first, then normal, then low, except that every 8th
 fetch reads normal first (then low, then high) and every 64th low first (then normal, then high), so while high
-messages keep coming normal still gets 7 fetches in 64 and low at least 1 (8 while normal is empty). One fetch is
-one Lua script that moves the first message found, in that order, into the in-flight list of the list it came
-from: each list has its own, so a dead channel's messages return to their own list. When every list is empty the
-channel blocks with ``BLMOVE`` on the normal list, for at most kombu's ``brpop_timeout``; a high or low message
-published (or restored) while the normal list is empty also pushes :data:`WAKE_TOKEN` onto it, which the blocked
-channel takes, drops and fetches again in order. A token is never delivered; one left over is dropped when the
+messages keep coming normal still gets 7 fetches in 64 and low at least 1 (8 while normal is empty). An ordered
+fetch is one Lua script that moves the first message found, in that order, into the in-flight list of the list it
+came from: each list has its own, so a dead channel's messages return to their own list. While only normal
+messages wait (or none), a channel fetches with ``BLMOVE`` on the normal list instead, blocking when it is empty
+(for at most kombu's ``brpop_timeout``): as cheap as a queue without priorities, and an idle worker takes a new job
+at once. A high or low message published, restored or returned from a dead channel puts :data:`WAKE_TOKEN` at the
+end of the normal list that channels take from (one at a time): the channel that takes it drops it and fetches in
+order until only normal messages are left again. A token is never delivered, and one left over is dropped when the
 normal list is next read. With several queues a channel serves each in turn, blocking on each for a short while.
 With ``global_keyprefix`` set, kombu's own fetch (``BRPOP``, lists in step order) and publish are used unchanged.
 
@@ -94,7 +96,7 @@ def queue_of(list_key: str) -> str:
 _FETCH = """
 -- KEYS: n lists in the order to read them, then the in-flight list of each; ARGV[1]: the wake token.
 -- Moves the first message found into its in-flight list, dropping wake tokens on the way; returns {its list's
--- position (from 1), the message}, or false when every list is empty.
+-- position (from 1), the message, 1 if another list holds messages (else 0)}, or false when every list is empty.
 local n = #KEYS / 2
 for i = 1, n do
   local item = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'RIGHT', 'LEFT')
@@ -102,31 +104,43 @@ for i = 1, n do
     redis.call('LPOP', KEYS[n + i])
     item = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'RIGHT', 'LEFT')
   end
-  if item then return {i, item} end
+  if item then
+    local others = 0
+    for j = 1, n do
+      if j ~= i and redis.call('LLEN', KEYS[j]) > 0 then others = 1 end
+    end
+    return {i, item, others}
+  end
 end
 return false
 """
 _FETCH_SHA = hashlib.sha1(_FETCH.encode()).hexdigest()  # what Redis names the script by
 
 _WAKE = """
--- KEYS[1]: a queue's normal list; ARGV[1]: the wake token. Pushed only onto an empty list: a channel blocks only
--- on an empty one, and whoever takes a message from it fetches in order next.
-if redis.call('LLEN', KEYS[1]) == 0 then redis.call('LPUSH', KEYS[1], ARGV[1]) end
+-- KEYS[1]: a queue's normal list; ARGV[1]: the wake token. Put at the end channels take from, unless one is there
+-- already: the next blocking fetch takes it, and its channel fetches in order from then on.
+if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then redis.call('RPUSH', KEYS[1], ARGV[1]) end
 """
 
 _RETURN_INFLIGHT = """
--- ARGV: 'older-than', a time (lists of channels silent since then), or 'lists', the lists themselves
+-- ARGV: 'older-than', a time (lists of channels silent since then), or 'lists', the lists themselves; last, the
+-- wake token (pushed for the channels blocked on a queue whose high or low messages came back)
 local lists = {}
 if ARGV[1] == 'older-than' then
   lists = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 else
-  for i = 2, #ARGV do lists[#lists + 1] = ARGV[i] end
+  for i = 2, #ARGV - 1 do lists[#lists + 1] = ARGV[i] end
 end
 local moved = 0
 for _, inflight in ipairs(lists) do
   local queue = redis.call('HGET', KEYS[2], inflight)
   if queue then
+    local before = moved
     while redis.call('LMOVE', inflight, queue, 'RIGHT', 'RIGHT') do moved = moved + 1 end
+    local normal = string.match(queue, '^(.*)\6\22%d+$')  -- a high or low list: wake its queue's channels
+    if normal and moved > before and redis.call('LINDEX', normal, -1) ~= ARGV[#ARGV] then
+      redis.call('RPUSH', normal, ARGV[#ARGV])
+    end
   end
   redis.call('DEL', inflight)
   redis.call('ZREM', KEYS[1], inflight)
@@ -299,20 +313,27 @@ class Channel(kombu_redis.Channel):
     def _took(self, fetch: _Fetch, reply: Any) -> bool:
         """Deliver what ``fetch`` took (``reply``), or raise Empty and set what the next fetch does."""
         if fetch.blocking:
-            self._block_next = False  # whatever came (a message, a token, nothing): read in order next
-            if reply is None:
-                self._queue_cycle.rotate(fetch.queue)
+            if reply is None or reply == WAKE_TOKEN:  # nothing came, or another priority did: read in order next
+                self._block_next = False
+                if reply is None:
+                    self._queue_cycle.rotate(fetch.queue)
+                else:
+                    with self.conn_or_acquire() as client:
+                        client.lrem(fetch.inflights[0], 1, WAKE_TOKEN)
                 raise kombu_redis.Empty()
-            if reply == WAKE_TOKEN:
-                with self.conn_or_acquire() as client:
-                    client.lrem(fetch.inflights[0], 1, WAKE_TOKEN)
-                raise kombu_redis.Empty()
+            self._block_next = len(self.active_queues) == 1  # a wake token says when to read in order again
             position, item = 0, reply
         elif not reply:
             self._block_next = True
             raise kombu_redis.Empty()
         else:
             position, item = int(reply[0]) - 1, reply[1]
+            # Only normal messages left: block on the normal list (one cheap command a message) until a token comes.
+            self._block_next = (
+                fetch.lists[position] == self._q_for_pri(fetch.queue, NORMAL)
+                and not int(reply[2])
+                and len(self.active_queues) == 1
+            )
         source, inflight = fetch.lists[position], fetch.inflights[position]
         self._queue_cycle.rotate(fetch.queue)
         try:
@@ -353,7 +374,7 @@ class Channel(kombu_redis.Channel):
         back to the lists they came from; returns how many moved."""
         deadline = (time.time() if now is None else now) - self.visibility_timeout
         with self.conn_or_acquire(client) as client:
-            returned = client.eval(_RETURN_INFLIGHT, 2, REGISTRY, SOURCES, "older-than", deadline)
+            returned = client.eval(_RETURN_INFLIGHT, 2, REGISTRY, SOURCES, "older-than", deadline, WAKE_TOKEN)
         if returned:
             kombu_redis.logger.warning("returned %d message(s) of dead consumers to their queues", returned)
         return int(returned)
@@ -365,7 +386,7 @@ class Channel(kombu_redis.Channel):
             errors = self.connection_errors
         super().close()  # may finish a fetch in progress, through the in-flight list
         with suppress(*errors):  # unreachable: the heartbeat stops and a sweep elsewhere returns them
-            client.eval(_RETURN_INFLIGHT, 2, REGISTRY, SOURCES, "lists", *self._inflight_lists)
+            client.eval(_RETURN_INFLIGHT, 2, REGISTRY, SOURCES, "lists", *self._inflight_lists, WAKE_TOKEN)
         return None
 
 

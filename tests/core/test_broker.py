@@ -113,8 +113,10 @@ def put(queue, priority: str, **payload) -> None:
 
 
 def waiting(client: redis.Redis, name: str) -> list[dict]:
-    """The messages waiting in ``QUEUE``'s list of priority ``name``, oldest first: their properties."""
-    return [loads(item)["properties"] for item in reversed(client.lrange(priority_lists(QUEUE)[name], 0, -1))]
+    """The messages waiting in ``QUEUE``'s list of priority ``name``, oldest first: their properties (a wake token
+    is no message)."""
+    items = reversed(client.lrange(priority_lists(QUEUE)[name], 0, -1))
+    return [loads(item)["properties"] for item in items if item != WAKE_TOKEN]
 
 
 def test_messages_wait_in_the_list_of_their_priority(broker):
@@ -259,4 +261,28 @@ def test_wake_tokens_never_reach_a_consumer(broker):
     by_get = Queue(QUEUE)(connection.default_channel)  # basic_get: kombu's plain RPOP, most urgent list first
     assert [by_get.get().payload["n"] for _ in range(2)] == [6, 5]
     assert by_get.get() is None
+    queue.close()
+
+
+def test_a_high_message_overtakes_normal_ones_being_taken_one_by_one(broker):
+    """While only normal messages wait, a consumer takes them with a plain blocking move (no script); a high message
+    published meanwhile puts a wake token where the consumer takes from, so it is the very next one taken."""
+    connection, client = broker
+    queue = connection.SimpleQueue(QUEUE)
+    for i in range(50):
+        put(queue, "normal", n=i)
+    first = [queue.get(timeout=5) for _ in range(5)]
+    for message in first:
+        message.ack()
+    assert connection.default_channel._block_next  # only normal messages: blocking moves
+    put(queue, "high", n=100)
+    put(queue, "high", n=101)
+    assert client.lindex(QUEUE, -1) == WAKE_TOKEN and client.lrange(QUEUE, 0, -1).count(WAKE_TOKEN) == 1
+    taken = []
+    for _ in range(4):
+        message = queue.get(timeout=5)
+        taken.append((message.payload["priority"], message.payload["n"]))
+        message.ack()
+    assert taken == [("high", 100), ("high", 101), ("normal", 5), ("normal", 6)]
+    assert connection.default_channel._block_next  # back to blocking moves once only normal ones are left
     queue.close()

@@ -11,6 +11,7 @@ from devtools.local_services import free_port
 from pipeq.config.settings import Metrics
 from pipeq.ops import metrics
 from pipeq.ops.http import MAX_CONNECTIONS, Health, MetricsServer, PortInUse, check_port_free, serve
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -110,7 +111,11 @@ def test_stuck_scrapers_hold_up_neither_other_scrapes_nor_a_job(server):
     stuck = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(MAX_CONNECTIONS - 1)]
     try:
         assert httpx.get(f"{server.url}/metrics", timeout=5).status_code == 200
+        # The answered scrape's thread gives its slot back once it sees the connection closed: wait for that, or
+        # the next stuck connection could find no slot and the crowded scrape take the one freed after it.
+        wait_until(lambda: server.server.slots._value == 1, 5, message="the answered scrape kept its slot")
         stuck.append(socket.create_connection(("127.0.0.1", server.port)))
+        wait_until(lambda: server.server.slots._value == 0, 5, message="the last stuck connection took no slot")
         crowded = httpx.get(f"{server.url}/metrics", timeout=5)
         assert crowded.status_code == 503 and crowded.headers["retry-after"] == "1"
     finally:
