@@ -48,7 +48,7 @@ from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import Limits, Settings
 from pipeq.config.tasks import TaskSpec, task_spec
 from pipeq.core.contract import PRIORITIES, Job
-from pipeq.core.records import JobError, JobRecord, Progress, RecordStore, now
+from pipeq.core.records import FINAL_STATES, JobError, JobRecord, Progress, RecordStore, now
 from pipeq.core.results import ResultStorage
 from pipeq.core.webhook_events import wants_completed
 from pipeq.webhooks.payload import encode
@@ -536,8 +536,8 @@ class Engine:
     def _drop_final(self, batch: PreparedBatch) -> None:
         """Take out of a prepared batch, before it runs, the jobs that became final since it was claimed (canceled
         by their producers), and ack them."""
-        records = self.store.get_many([delivery.job.id for delivery in batch.deliveries])
-        gone = {i for i, record in enumerate(records) if record is not None and record.done}
+        states = self.store.states([delivery.job.id for delivery in batch.deliveries])
+        gone = {i for i, state in enumerate(states) if state in FINAL_STATES}
         if not gone:
             return
         log.info("%d job(s) canceled before their micro-batch started: not run", len(gone))

@@ -7,6 +7,7 @@ final record is never overwritten: a redelivered job cannot produce a second res
 compared with the job it names.
 """
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -57,6 +58,10 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 for i = 2, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4]) end
 return false
 """
+
+
+_STATE = re.compile(rb'^\{"state":"([a-z]+)"')
+"""A stored record's state, the first field of its JSON (JobRecord's first field)."""
 
 
 class JobError(BaseModel):
@@ -205,6 +210,14 @@ class RecordStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         return self.get_many([job_id])[0]
+
+    def states(self, job_ids: list[str]) -> list[str | None]:
+        """The state of each job's record (None where there is none), read without parsing the records: a record's
+        JSON starts with its state."""
+        if not job_ids:
+            return []
+        raw = self.redis.mget([self.key(job_id) for job_id in job_ids])
+        return [None if value is None else _STATE.match(value)[1].decode() for value in raw]
 
     def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         if not job_ids:
