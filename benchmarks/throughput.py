@@ -10,8 +10,8 @@ a few up to ~300 words). It measures:
 * a pipeq worker (a separate ``celery -A pipeq.worker.app worker`` process, default micro-batching) fed all the jobs at
   once with ``Client.submit_many`` / ``wait_many``: jobs/s from first submit to last result;
 * the same worker fed the same jobs with mixed priorities (:data:`MIXED_PRIORITIES`: 10% high, 10% low, the
-  rest normal), printed beside the plain run; their ratio (what priorities cost) compares the mean jobs/s of
-  rounds run plain, mixed, mixed, plain, so that warming up favours neither;
+  rest normal), printed beside the plain run; their ratio (what priorities cost) compares the median jobs/s of
+  ``--priority-rounds`` pairs of runs, mixed and plain in alternating order, so that warming up favours neither;
 * the same worker with ``max_batch_jobs = 1`` and ``batch_size = 1``: one job, one pipeline call;
 * light load: jobs submitted one at a time at ``--rate`` jobs/s, each job's submit-to-result latency measured
   by the client, against the in-process time of the same text at batch size 1 (queue overhead = the difference);
@@ -275,15 +275,25 @@ def pipeq_throughput(
     }
 
 
-def priorities_cost(client: Client, texts: list[str], plain: dict[str, Any]) -> dict[str, Any]:
-    """After the ``plain`` run, rounds with mixed priorities, mixed again, then plain again; the first mixed run's
-    figures, every round's jobs/s and the ratio of the mixed rounds' mean to the plain rounds' mean."""
-    mixed = [pipeq_throughput(client, texts, priorities=MIXED_PRIORITIES) for _ in range(2)]
-    plain_again = pipeq_throughput(client, texts)
-    plain_rates = [plain["jobs_per_s"], plain_again["jobs_per_s"]]
-    mixed_rates = [run["jobs_per_s"] for run in mixed]
-    ratio = float(np.mean(mixed_rates) / np.mean(plain_rates))
-    return {**mixed[0], "plain_rounds_jobs_per_s": plain_rates, "mixed_rounds_jobs_per_s": mixed_rates, "ratio": ratio}
+def priorities_cost(client: Client, texts: list[str], plain: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """After the ``plain`` run, ``rounds`` pairs of runs, mixed priorities and plain in alternating order (mixed
+    first in the first pair, so warm-up favours neither); the first mixed run's figures, every round's jobs/s and the
+    ratio of the mixed rounds' median to the plain rounds' median (the ``plain`` run included)."""
+    plain_rates, mixed_runs = [plain["jobs_per_s"]], []
+    for pair in range(rounds):
+        for kind in ("mixed", "plain") if pair % 2 == 0 else ("plain", "mixed"):
+            if kind == "mixed":
+                mixed_runs.append(pipeq_throughput(client, texts, priorities=MIXED_PRIORITIES))
+            else:
+                plain_rates.append(pipeq_throughput(client, texts)["jobs_per_s"])
+    mixed_rates = [run["jobs_per_s"] for run in mixed_runs]
+    ratio = float(np.median(mixed_rates) / np.median(plain_rates))
+    return {
+        **mixed_runs[0],
+        "plain_rounds_jobs_per_s": plain_rates,
+        "mixed_rounds_jobs_per_s": mixed_rates,
+        "ratio": ratio,
+    }
 
 
 def light_load(client: Client, texts: list[str], rate: float) -> tuple[list[float], list[int]]:
@@ -416,8 +426,9 @@ def report(results: dict[str, Any]) -> str:
         ("pipeq / its own chunking in-process (queue cost)", inp["chunked"]["items_per_s"]),
     ]
     lines += ["", *(f"{name:{width}}{pq['jobs_per_s'] / other:>9.2f}x" for name, other in ratios)]
-    mixed = results["pipeq_mixed_priorities"]["ratio"]
-    lines += [f"{'pipeq with mixed priorities / pipeq (2+2 rounds)':{width}}{mixed:>9.3f}x", ""]
+    mixed = results["pipeq_mixed_priorities"]
+    rounds = f"{len(mixed['mixed_rounds_jobs_per_s'])}+{len(mixed['plain_rounds_jobs_per_s'])} rounds"
+    lines += [f"{f'pipeq with mixed priorities / pipeq ({rounds})':{width}}{mixed['ratio']:>9.3f}x", ""]
     lines.append(
         f"light load: {light['jobs']} jobs at {light['rate']}/s, "
         f"mean jobs per micro-batch {light['mean_micro_batch_jobs']:.2f}"
@@ -451,6 +462,9 @@ def main() -> None:
     parser.add_argument("--pipeline-batch-size", type=int, help="the pipeq worker's pipeline_batch_size")
     parser.add_argument(
         "--observed-rounds", type=int, default=3, help="rounds of the observed-cost comparison (0: skip it)"
+    )
+    parser.add_argument(
+        "--priority-rounds", type=int, default=3, help="pairs of runs (mixed priorities, plain) in that comparison"
     )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below on SIGTERM too
@@ -506,9 +520,11 @@ def main() -> None:
                 print(f"  {results[key]['jobs_per_s']:.1f} jobs/s", flush=True)
                 if key == "pipeq":
                     print("pipeq worker, mixed priorities ...", flush=True)
-                    mixed = results["pipeq_mixed_priorities"] = priorities_cost(client, texts, results[key])
+                    mixed = priorities_cost(client, texts, results[key], args.priority_rounds)
+                    results["pipeq_mixed_priorities"] = mixed
                     rates = ", ".join(f"{rate:.1f}" for rate in mixed["mixed_rounds_jobs_per_s"])
-                    print(f"  {rates} jobs/s; plain again {mixed['plain_rounds_jobs_per_s'][1]:.1f}", flush=True)
+                    plain_rates = ", ".join(f"{rate:.1f}" for rate in mixed["plain_rounds_jobs_per_s"])
+                    print(f"  mixed {rates} jobs/s; plain {plain_rates}", flush=True)
                     print("light load ...", flush=True)
                     latencies, sizes = light_load(client, light, args.rate)
                     overhead = [lat - alone for lat, alone in zip(latencies, model_seconds, strict=True)]
