@@ -467,6 +467,8 @@ def main() -> None:
         "--priority-rounds", type=int, default=3, help="pairs of runs (mixed priorities, plain) in that comparison"
     )
     args = parser.parse_args()
+    if args.priority_rounds < 1:
+        parser.error("--priority-rounds must be at least 1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below on SIGTERM too
 
     texts = make_texts(args.jobs)
