@@ -155,15 +155,7 @@ def _deadline(deadline: datetime | str | None, ttl: float | None, longest_s: int
         return at + timedelta(seconds=ttl)
     if deadline is None:
         return None
-    if isinstance(deadline, str):
-        try:
-            deadline = datetime.fromisoformat(deadline)
-        except ValueError:
-            raise InvalidJob(f"deadline {deadline[:40]!r} is not an ISO 8601 time (2026-12-01T12:00:00Z)") from None
-    if not isinstance(deadline, datetime):
-        raise InvalidJob(f"deadline must be a datetime or an ISO 8601 string, not {type(deadline).__name__}")
-    if deadline.tzinfo is None:
-        raise InvalidJob(f"deadline {deadline.isoformat()} has no time zone: give one (e.g. +00:00 or Z)")
+    deadline = _instant(deadline, "deadline")
     if deadline <= at:
         raise InvalidJob(f"deadline {deadline.isoformat()} is in the past (now {at.isoformat()})")
     if deadline > at + timedelta(seconds=longest_s):
