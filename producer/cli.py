@@ -13,7 +13,6 @@ from pipeq.core.contract import PRIORITIES, WEBHOOK_EVENTS, InvalidJob
 from pipeq.core.records import STATES, JobRecord
 from pipeq.producer.jsonl import max_line_bytes, read_requests
 
-COMMANDS = ("submit", "status", "wait", "cancel", "jobs")
 PER_JOB_OPTIONS = ("model", "param", "webhook", "webhook_events", "job_id", "deadline", "ttl", "result_ttl", "wait")
 """``pipeq submit`` options a jobs file gives per line instead (``--priority`` too, unless left normal)."""
 FOLLOW_POLL_S = 0.5
@@ -240,7 +239,7 @@ def jobs_table(records: list[JobRecord]) -> str:
     """Records as a table: id, state, model, submitted (UTC, to the second), progress."""
     rows = [("ID", "STATE", "MODEL", "SUBMITTED", "PROGRESS")]
     for record in records:
-        fraction = 1.0 if record.state == "succeeded" else record.progress.fraction if record.progress else None
+        fraction = done_fraction(record)
         submitted = record.submitted_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         rows.append((record.id, record.state, record.model, submitted, "-" if fraction is None else f"{fraction:.0%}"))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
@@ -272,9 +271,16 @@ def follow(client: Any, job_id: str, timeout: float | None = None, out: TextIO |
         time.sleep(FOLLOW_POLL_S)
 
 
+def done_fraction(record: JobRecord) -> float | None:
+    """How much of the job is done: all of a succeeded one, else its last progress, if it reported any."""
+    if record.state == "succeeded":
+        return 1.0
+    return record.progress.fraction if record.progress else None
+
+
 def progress_line(record: JobRecord) -> str:
     """One line for a terminal: a bar of the job's progress, its percentage, state and detail."""
-    fraction = 1.0 if record.state == "succeeded" else record.progress.fraction if record.progress else 0.0
+    fraction = done_fraction(record) or 0.0
     filled = round(fraction * BAR_WIDTH)
     detail = record.progress.detail if record.progress and not record.done else ""
     text = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%} {record.state}"

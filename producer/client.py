@@ -21,7 +21,7 @@ from pipeq.core.publish import publish_jobs
 from pipeq.core.records import FINAL_STATES, STATES, JobRecord, RecordStore, now
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
-from pipeq.core.webhook_events import enqueue_events, wants_completed
+from pipeq.core.webhook_events import enqueue_events, wants
 
 
 class UnknownJob(LookupError):
@@ -111,7 +111,6 @@ def _instant(value: datetime | str, name: str) -> datetime:
 
 
 CANCELED_MESSAGE = "canceled by its producer"
-EXPIRED_MESSAGE = "not started by its deadline ({deadline}): it never ran"
 SUBMIT_CHUNK = 1000
 """Jobs validated, recorded and published together by :meth:`Client.submit_many` and :meth:`Client.submit_requests`."""
 LIST_LIMIT = 1000
@@ -135,11 +134,6 @@ REQUEST_KEYS = (
 )
 """The keys of a :meth:`Client.submit_requests` request: task and input, and optionally the rest."""
 ACTIVE_STATES = tuple(state for state in STATES if state not in FINAL_STATES)
-
-
-def expired(record: JobRecord) -> JobRecord:
-    """``record`` made final as expired (its job was not started by its deadline)."""
-    return record.ended("expired", "Expired", EXPIRED_MESSAGE.format(deadline=record.deadline.isoformat()))
 
 
 def _deadline(deadline: datetime | str | None, ttl: float | None, longest_s: int, at: datetime) -> datetime | None:
@@ -422,7 +416,7 @@ class Client:
         at = now()
         for i, record in enumerate(records):
             if record.state == "queued" and record.past_deadline(at):
-                final = expired(record)
+                final = record.expired(at)
                 if self.store.write([final], only_if="queued")[0]:
                     settled[i] = final
                     self._announce([final])
@@ -432,7 +426,7 @@ class Client:
 
     def _announce(self, finals: list[JobRecord]) -> None:
         """Queue the completed webhook of jobs this client made final (canceled, expired) that asked for one."""
-        wanted = [(record.id, "completed", None) for record in finals if wants_completed(record)]
+        wanted = [(record.id, "completed", None) for record in finals if wants(record, "completed")]
         enqueue_events(self.celery, self.settings.webhooks.queue, self.store.redis, self.settings.result_ttl, wanted)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:

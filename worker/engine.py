@@ -50,7 +50,7 @@ from pipeq.config.tasks import TaskSpec, task_spec
 from pipeq.core.contract import PRIORITIES, Job
 from pipeq.core.records import FINAL_STATES, JobError, JobRecord, Progress, RecordStore, now
 from pipeq.core.results import ResultStorage
-from pipeq.core.webhook_events import wants_completed
+from pipeq.core.webhook_events import wants
 from pipeq.webhooks.payload import encode
 from pipeq.worker.batcher import MicroBatcher
 from pipeq.worker.deadlines import CallDeadlines, CallWatch, RunningCall, limit_generation, timeout_failure
@@ -394,18 +394,15 @@ class Engine:
                 )
             )
         for i, previous in enumerate(previous_records):
-            last = ("attempts", "started_at", "micro_batch_jobs", "worker")  # the last attempt's
+            last = ("attempts", "started_at", "micro_batch_jobs", "worker")  # the last attempt's (none: defaults)
+            before = {
+                name: getattr(previous, name) if previous else JobRecord.model_fields[name].default for name in last
+            }
             if running[i].past_deadline(started):
-                never_ran = running[i].model_copy(update={name: getattr(previous, name, None) for name in last})
-                deadline = running[i].deadline.isoformat()
-                message = f"not started by its deadline ({deadline}): it never ran"
-                running[i] = never_ran.ended("expired", "Expired", message, started).model_copy(
-                    update={"attempts": previous.attempts if previous else 0}
-                )
+                running[i] = running[i].model_copy(update=before).expired(started)
             elif previous is not None and previous.attempts >= self.settings.max_attempts:
                 failure = too_many_attempts(previous, self.settings.max_attempts)
-                giving_up = running[i].model_copy(update={name: getattr(previous, name) for name in last})
-                running[i] = failed_record(giving_up, failure, started)
+                running[i] = failed_record(running[i].model_copy(update=before), failure, started)
         written = self.store.write(running)
         fresh = [i for i, ok in enumerate(written) if ok and running[i].state == "running"]
         finished = [i for i, ok in enumerate(written) if not ok or running[i].state != "running"]
@@ -564,11 +561,12 @@ class Engine:
             steering.follow(None)
 
     def _announce_started(self, records: list[JobRecord]) -> None:
-        wanted = [record for record in records if record.webhook and "started" in record.webhook_events]
-        self.announce([(record.id, "started", encode(record, "started")) for record in wanted])
+        self.announce(
+            [(record.id, "started", encode(record, "started")) for record in records if wants(record, "started")]
+        )
 
     def _announce_completed(self, records: list[JobRecord]) -> None:
-        self.announce([(record.id, "completed", None) for record in records if wants_completed(record)])
+        self.announce([(record.id, "completed", None) for record in records if wants(record, "completed")])
 
     # -- settling messages --------------------------------------------------------------------------------
 
@@ -741,11 +739,11 @@ class Steering:
     def look(self, call: RunningCall) -> None:
         """Stop the call if all its jobs are final (canceled); else report its progress."""
         deliveries = [delivery for delivery in call.jobs if delivery.record is not None]
-        records = self.engine.store.get_many([delivery.job.id for delivery in deliveries])
-        live = [d for d, record in zip(deliveries, records, strict=True) if record is None or not record.done]
+        states = self.engine.store.states([delivery.job.id for delivery in deliveries])
+        live = [delivery for delivery, state in zip(deliveries, states, strict=True) if state not in FINAL_STATES]
         if deliveries and not live:
             call.progress.abort.set()  # every job of the call is canceled: stop at the next piece
-            log.info("the %d job(s) of the running call were canceled: stopping it at its next piece", len(records))
+            log.info("the %d job(s) of the running call were canceled: stopping it at its next piece", len(states))
             return
         self._report(call, live)
 
@@ -756,12 +754,12 @@ class Steering:
             return
         fraction, detail = done
         at = time.monotonic()
-        due = [
-            d
-            for d in live
-            if self.written.get(d.job.id, (-1.0, 0.0))[0] != fraction
-            and at - self.written.get(d.job.id, (0.0, -PROGRESS_WRITE_S))[1] >= PROGRESS_WRITE_S
-        ]
+
+        def is_due(job_id: str) -> bool:  # new progress, and none written for PROGRESS_WRITE_S
+            last = self.written.get(job_id)
+            return last is None or (last[0] != fraction and at - last[1] >= PROGRESS_WRITE_S)
+
+        due = [delivery for delivery in live if is_due(delivery.job.id)]
         if not due:
             return
         progress = Progress(fraction=fraction, detail=detail, updated_at=now())
@@ -772,8 +770,7 @@ class Steering:
             if not ok:
                 continue
             self.written[record.id] = (fraction, at)
-            wants = record.webhook and "progress" in record.webhook_events
-            if wants and at - self.told.get(record.id, -PROGRESS_EVENT_S) >= PROGRESS_EVENT_S:
+            if wants(record, "progress") and at - self.told.get(record.id, -PROGRESS_EVENT_S) >= PROGRESS_EVENT_S:
                 self.told[record.id] = at
                 events.append((record.id, "progress", encode(record, "progress")))
         self.engine.announce(events)

@@ -68,17 +68,15 @@ def run_group(
                     outputs = list(pipe(as_batch(spec, inputs), batch_size=min(batch_size, len(inputs)), **params))
                     if len(outputs) != len(inputs):
                         raise ValueError(f"the pipeline gave {len(outputs)} outputs for {len(inputs)} inputs")
-            except CallCanceled as exc:
-                for i in indices:
-                    results[i] = Canceled(str(exc))
-                return
+            except CallCanceled:
+                outputs = None  # stopped at a piece: settled below, as a generation stopped at a token
             except Exception as exc:
                 oom = is_out_of_memory(exc)
                 if len(indices) == 1:
                     message = out_of_memory_message(pipe, exc) if oom else f"{type(exc).__name__}: {exc}"
                     message += _failure_hint(pipe, spec, params, oom)
                 outputs = None  # split below, once the failed call's frames (and the tensors they hold) are released
-        if call is not None and call.progress.abort.is_set():  # stopped at its last token: canceled, not late
+        if call is not None and call.progress.abort.is_set():  # its jobs were canceled: not late, not failed
             for i in indices:
                 results[i] = Canceled("every job of the call was canceled")
             return

@@ -161,6 +161,11 @@ class JobRecord(BaseModel):
         error = JobError(type=error_type, message=message)
         return self.model_copy(update={"state": state, "error": error, "finished_at": at or now(), "result": None})
 
+    def expired(self, at: datetime | None = None) -> "JobRecord":
+        """This record made final as expired: its job was not started by its deadline, and never ran."""
+        message = f"not started by its deadline ({self.deadline.isoformat()}): it never ran"
+        return self.ended("expired", "Expired", message, at)
+
 
 def now() -> datetime:
     return datetime.now(UTC)

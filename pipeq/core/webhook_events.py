@@ -33,9 +33,9 @@ return numbers
 """
 
 
-def wants_completed(record: Any) -> bool:
-    """Whether a job's record asks for its webhook to be told it completed."""
-    return bool(record.webhook) and "completed" in record.webhook_events
+def wants(record: Any, event: str) -> bool:
+    """Whether a job's record asks for its webhook to be told of ``event`` (started, progress, completed)."""
+    return bool(record.webhook) and event in record.webhook_events
 
 
 def events_key(job_id: str) -> str:
@@ -57,7 +57,6 @@ def enqueue_events(
     if not events:
         return []
     script = redis.register_script(_NUMBER_EVENTS)
-    numbers = []
     pipe = redis.pipeline(transaction=False)
     for job_id, _, body in events:
         script(keys=[events_key(job_id)], args=[ttl, body or b""], client=pipe)

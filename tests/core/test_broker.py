@@ -112,6 +112,16 @@ def put(queue, priority: str, **payload) -> None:
     queue.put({"priority": priority, **payload}, priority=BROKER_PRIORITIES[priority])
 
 
+def take(queue, count: int) -> list[dict]:
+    """The payloads of the next ``count`` messages the consumer takes, each acked."""
+    payloads = []
+    for _ in range(count):
+        message = queue.get(timeout=5)
+        payloads.append(message.payload)
+        message.ack()
+    return payloads
+
+
 def waiting(client: redis.Redis, name: str) -> list[dict]:
     """The messages waiting in ``QUEUE``'s list of priority ``name``, oldest first: their properties (a wake token
     is no message)."""
@@ -141,11 +151,7 @@ def test_high_goes_first_yet_normal_and_low_get_their_turns(broker):
         put(queue, "high", n=i)
     for i in range(5):
         put(queue, "low", n=i)
-    taken = []
-    for _ in range(128):
-        message = queue.get(timeout=5)
-        taken.append(message.payload)
-        message.ack()
+    taken = take(queue, 128)
     names = [payload["priority"] for payload in taken]
     # Every 8th fetch reads normal first, every 64th low first; all others high first.
     assert [i for i, name in enumerate(names, 1) if name == "normal"] == [i for i in range(8, 129, 8) if i % 64]
@@ -163,11 +169,7 @@ def test_low_gets_the_turns_of_normal_while_normal_is_empty(broker):
         put(queue, "high", n=i)
     for i in range(3):
         put(queue, "low", n=i)
-    names = []
-    for _ in range(24):
-        message = queue.get(timeout=5)
-        names.append(message.payload["priority"])
-        message.ack()
+    names = [payload["priority"] for payload in take(queue, 24)]
     assert [i for i, name in enumerate(names, 1) if name == "low"] == [8, 16, 24]
     queue.close()
 
@@ -247,12 +249,7 @@ def test_wake_tokens_never_reach_a_consumer(broker):
     sent = [("low", 1), ("normal", 2), ("high", 3), ("low", 4)]
     for name, n in sent:
         put(queue, name, n=n)
-    taken = []
-    for _ in range(5):
-        message = queue.get(timeout=5)
-        taken.append(message.payload["n"])
-        message.ack()
-    assert sorted(taken) == [0, 1, 2, 3, 4]
+    assert sorted(payload["n"] for payload in take(queue, 5)) == [0, 1, 2, 3, 4]
     with pytest.raises(queue.Empty):
         queue.get(timeout=0.5)
     assert not any(client.exists(key) for key in priority_lists(QUEUE).values())  # no token left behind
@@ -271,18 +268,12 @@ def test_a_high_message_overtakes_normal_ones_being_taken_one_by_one(broker):
     queue = connection.SimpleQueue(QUEUE)
     for i in range(50):
         put(queue, "normal", n=i)
-    first = [queue.get(timeout=5) for _ in range(5)]
-    for message in first:
-        message.ack()
+    take(queue, 5)
     assert connection.default_channel._block_next  # only normal messages: blocking moves
     put(queue, "high", n=100)
     put(queue, "high", n=101)
     assert client.lindex(QUEUE, -1) == WAKE_TOKEN and client.lrange(QUEUE, 0, -1).count(WAKE_TOKEN) == 1
-    taken = []
-    for _ in range(4):
-        message = queue.get(timeout=5)
-        taken.append((message.payload["priority"], message.payload["n"]))
-        message.ack()
+    taken = [(payload["priority"], payload["n"]) for payload in take(queue, 4)]
     assert taken == [("high", 100), ("high", 101), ("normal", 5), ("normal", 6)]
     assert connection.default_channel._block_next  # back to blocking moves once only normal ones are left
     queue.close()
