@@ -48,6 +48,11 @@ class Schema:
         """What fits, for messages: ``an integer from 1 to 256``."""
         raise NotImplementedError
 
+    def json_schema(self, context: Context) -> dict[str, Any]:
+        """What fits as JSON Schema (a draft 2020-12 subset), for forms; ``x-cap`` names the catalogue cap that bounds
+        it. Rules across keys (Options.rules), nesting depth and the size of all parameters are not expressed."""
+        raise NotImplementedError
+
     def fits(self, value: Any, path: str, context: Context) -> bool:
         try:
             self.check(value, path, context)
@@ -68,6 +73,9 @@ class Boolean(Schema):
     def describe(self, context: Context) -> str:
         return "true or false"
 
+    def json_schema(self, context: Context) -> dict[str, Any]:
+        return {"type": "boolean"}
+
 
 @dataclass(frozen=True)
 class Null(Schema):
@@ -77,6 +85,9 @@ class Null(Schema):
 
     def describe(self, context: Context) -> str:
         return "null"
+
+    def json_schema(self, context: Context) -> dict[str, Any]:
+        return {"type": "null"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,18 @@ class Integer(Schema):
         high = self.high if self.cap is None else getattr(context.caps, self.cap)
         return "an integer" + _range(self.low, high)
 
+    def json_schema(self, context: Context) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "integer"}
+        if self.low is not None:
+            schema["minimum"] = self.low
+        cap = None if self.cap is None else getattr(context.caps, self.cap)
+        if cap is not None and (self.high is None or cap <= self.high):
+            schema["maximum"] = cap
+            schema["x-cap"] = self.cap
+        elif self.high is not None:
+            schema["maximum"] = self.high
+        return schema
+
 
 @dataclass(frozen=True)
 class Number(Schema):
@@ -115,6 +138,14 @@ class Number(Schema):
 
     def describe(self, context: Context) -> str:
         return "a number" + _range(self.low, self.high)
+
+    def json_schema(self, context: Context) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "number"}
+        if self.low is not None:
+            schema["minimum"] = self.low
+        if self.high is not None:
+            schema["maximum"] = self.high
+        return schema
 
 
 @dataclass(frozen=True)
@@ -138,6 +169,16 @@ class Text(Schema):
             return "one of " + ", ".join(json.dumps(choice) for choice in self.choices)
         return self.hint or "a string"
 
+    def json_schema(self, context: Context) -> dict[str, Any]:
+        schema = _string(context)  # every string in the parameters is held to max_parameter_chars
+        if self.choices:
+            schema["enum"] = list(self.choices)
+        if self.pattern is not None:
+            schema["pattern"] = f"^(?:{self.pattern})$"  # check uses re.fullmatch; JSON Schema patterns search
+        if self.hint:
+            schema["description"] = self.hint
+        return schema
+
 
 @dataclass(frozen=True)
 class Items(Schema):
@@ -158,6 +199,12 @@ class Items(Schema):
         least = f"at least {self.min_items} " if self.min_items else ""
         return f"a list of {least}{_plural(self.item.describe(context))}"
 
+    def json_schema(self, context: Context) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "array", "items": self.item.json_schema(context)}
+        if self.min_items:
+            schema["minItems"] = self.min_items
+        return schema | _list_cap(self.cap, context)
+
 
 @dataclass(frozen=True)
 class Fixed(Schema):
@@ -174,6 +221,16 @@ class Fixed(Schema):
 
     def describe(self, context: Context) -> str:
         return self.shape
+
+    def json_schema(self, context: Context) -> dict[str, Any]:
+        count = len(self.items)
+        return {
+            "type": "array",
+            "prefixItems": [schema.json_schema(context) for schema in self.items],
+            "minItems": count,
+            "maxItems": count,
+            "description": self.shape,
+        }
 
 
 @dataclass(frozen=True)
@@ -197,6 +254,13 @@ class Labels(Schema):
     def describe(self, context: Context) -> str:
         return "a list of strings, or one string of comma-separated labels (at least one)"
 
+    def json_schema(self, context: Context) -> dict[str, Any]:
+        cap = _list_cap(self.cap, context)
+        listed = {"type": "array", "items": _string(context), "minItems": 1, "maxItems": cap["maxItems"]}
+        # at least one label: some character that is neither a comma nor blank (its count of labels is not expressed)
+        joined = _string(context) | {"pattern": "[^,\\s]", "description": "comma-separated labels"}
+        return {"anyOf": [listed, joined], "x-cap": cap["x-cap"]}
+
 
 @dataclass(frozen=True)
 class Data(Schema):
@@ -208,6 +272,9 @@ class Data(Schema):
 
     def describe(self, context: Context) -> str:
         return "JSON data"
+
+    def json_schema(self, context: Context) -> dict[str, Any]:
+        return {"description": "JSON data"}
 
 
 @dataclass(frozen=True)
@@ -227,6 +294,9 @@ class AnyOf(Schema):
 
     def describe(self, context: Context) -> str:
         return " or ".join(option.describe(context) for option in self.options)
+
+    def json_schema(self, context: Context) -> dict[str, Any]:
+        return {"anyOf": [option.json_schema(context) for option in self.options]}
 
 
 Rule = Callable[[Mapping[str, Any], Context], str | None]
@@ -264,6 +334,17 @@ class Options(Schema):
     def describe(self, context: Context) -> str:
         return "an object with keys " + ", ".join(sorted(self.fields))
 
+    def json_schema(self, context: Context) -> dict[str, Any]:
+        """Each field's schema, with its ``describe`` sentence as the description where it has none."""
+        properties = {
+            name: {"description": field.describe(context)} | field.json_schema(context)
+            for name, field in self.fields.items()
+        }
+        schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+        if self.required:
+            schema["required"] = sorted(self.required)
+        return schema
+
     def extended(self, **fields: Schema) -> "Options":
         """These options with ``fields`` added (or replaced)."""
         return Options({**self.fields, **fields}, self.required, self.rules)
@@ -277,6 +358,17 @@ def count_within(count: int, path: str, cap: str, context: Context, what: str = 
             f"{context.task} parameter {path} has {count} {what}, more than this model's cap of {limit} "
             f"(caps.{cap} in the catalogue)"
         )
+
+
+def _string(context: Context) -> dict[str, Any]:
+    """A string, as long as the cap every string in the parameters is held to allows."""
+    return {"type": "string", "maxLength": context.caps.max_parameter_chars}
+
+
+def _list_cap(cap: str, context: Context) -> dict[str, Any]:
+    """``maxItems`` of a list held to the cap ``cap`` and to max_list_items (every list is), naming the lower one."""
+    binding = min((cap, "max_list_items"), key=lambda name: getattr(context.caps, name))
+    return {"maxItems": getattr(context.caps, binding), "x-cap": binding}
 
 
 def _range(low: float | None, high: float | None) -> str:

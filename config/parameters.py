@@ -109,6 +109,24 @@ def check_parameters(task: str, parameters: Any, caps: "ParameterCaps") -> None:
     schema.check_fields(parameters, "", context)
 
 
+def parameters_schema(task: str, caps: "ParameterCaps") -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12 subset) of the parameters of a job of ``task`` (or the task an alias names) on a
+    model with ``caps``, for forms; raises UnknownTask for a task pipeq does not serve.
+
+    Refused keys are absent (no object takes keys besides its own). ``x-max-bytes`` (all parameters as JSON) and
+    ``x-max-depth`` (nesting) state the bounds JSON Schema cannot; rules across keys are not expressed."""
+    from pipeq.config.tasks import task_spec  # pipeq.config.tasks imports this module
+
+    name = task_spec(task).name
+    schema = TASK_PARAMETERS[name].json_schema(Context(name, caps))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "x-max-bytes": caps.max_parameters_bytes,
+        "x-max-depth": MAX_DEPTH,
+    }
+
+
 def _check_shape(parameters: dict, context: Context) -> None:
     """Refused keys anywhere in the parameters; then nesting, list lengths and string lengths."""
     nodes = list(_nodes(parameters))

@@ -26,6 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipeq.config.api import Api
 from pipeq.config.catalogue import Catalogue, DeprecatedSetting, ModelEntry
 from pipeq.config.object_prefixes import SETTING, ObjectAccess, covers, normalise_prefix
 from pipeq.config.tasks import task_spec
@@ -253,6 +254,7 @@ class Settings(BaseSettings):
     device: str = Field(default="cpu", description="device the worker runs pipelines on: cpu or cuda:N")
     webhooks: Webhooks = Webhooks()
     metrics: Metrics = Metrics()
+    api: Api = Api()
     results_bucket: str | None = Field(default=None, description="bucket for results too large for Redis")
     max_inline_result_bytes: PositiveInt = Field(
         default=256 * 1024, description="results larger than this (as JSON) go to results_bucket"
@@ -307,6 +309,7 @@ class Settings(BaseSettings):
                     f"{', '.join(access.prefixes) or 'none'}), which would fail: add s3://{rule.bucket}/{folder}"
                     f" to {access.setting}, or watch a folder inside it"
                 )
+        self.api.check(self)
         return self
 
     def object_access(self, entry: ModelEntry | None = None) -> ObjectAccess:

@@ -56,7 +56,7 @@ def _failed_at(exc: InvalidJob, index: int, enqueued: list[str]) -> InvalidJob:
         if done
         else "nothing was enqueued"
     )
-    error = type(exc)(f"item {index}: {exc}; {after}")
+    error = type(exc)(f"item {index}: {exc}; {after}", exc.field)
     error.index, error.reason, error.enqueued = index, str(exc), enqueued
     return error
 
@@ -94,6 +94,14 @@ def _one_line(exc: ValueError) -> str:
     return "; ".join(problems)
 
 
+def _field(exc: ValueError) -> str | None:
+    """The part of a job an error is about: an InvalidJob's own field, or the first field pydantic names."""
+    if isinstance(exc, ValidationError):
+        locations = [error["loc"] for error in exc.errors() if error["loc"]]
+        return str(locations[0][0]) if locations else None
+    return getattr(exc, "field", None)
+
+
 def _instant(value: datetime | str, name: str) -> datetime:
     """``value`` (a datetime or an ISO 8601 string) as an aware datetime; InvalidJob otherwise."""
     if isinstance(value, str):
@@ -102,11 +110,11 @@ def _instant(value: datetime | str, name: str) -> datetime:
                 raise ValueError(value)
             value = datetime.fromisoformat(value)
         except ValueError:
-            raise InvalidJob(f"{name} {value[:40]!r} is not an ISO 8601 time (2026-12-01T12:00:00Z)") from None
+            raise InvalidJob(f"{name} {value[:40]!r} is not an ISO 8601 time (2026-12-01T12:00:00Z)", name) from None
     if not isinstance(value, datetime):
-        raise InvalidJob(f"{name} must be a datetime or an ISO 8601 string, not {type(value).__name__}")
+        raise InvalidJob(f"{name} must be a datetime or an ISO 8601 string, not {type(value).__name__}", name)
     if value.tzinfo is None:
-        raise InvalidJob(f"{name} {value.isoformat()} has no time zone: give one (e.g. +00:00 or Z)")
+        raise InvalidJob(f"{name} {value.isoformat()} has no time zone: give one (e.g. +00:00 or Z)", name)
     return value
 
 
@@ -140,22 +148,25 @@ def _deadline(deadline: datetime | str | None, ttl: float | None, longest_s: int
     """The absolute deadline of a job given ``deadline`` or ``ttl`` (seconds from ``at``); InvalidJob unless it lies
     after ``at`` and within ``longest_s`` (the record's lifetime) of it."""
     if deadline is not None and ttl is not None:
-        raise InvalidJob("give a deadline or a ttl, not both")
+        raise InvalidJob("give a deadline or a ttl, not both", "ttl")
     if ttl is not None:
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
-            raise InvalidJob(f"ttl must be a number of seconds above 0, not {str(ttl)[:40]!r}")
+            raise InvalidJob(f"ttl must be a number of seconds above 0, not {str(ttl)[:40]!r}", "ttl")
         if ttl > longest_s:
-            raise InvalidJob(f"ttl of {ttl:g} s exceeds result_ttl ({longest_s} s): the job's record expires first")
+            raise InvalidJob(
+                f"ttl of {ttl:g} s exceeds result_ttl ({longest_s} s): the job's record expires first", "ttl"
+            )
         return at + timedelta(seconds=ttl)
     if deadline is None:
         return None
     deadline = _instant(deadline, "deadline")
     if deadline <= at:
-        raise InvalidJob(f"deadline {deadline.isoformat()} is in the past (now {at.isoformat()})")
+        raise InvalidJob(f"deadline {deadline.isoformat()} is in the past (now {at.isoformat()})", "deadline")
     if deadline > at + timedelta(seconds=longest_s):
         raise InvalidJob(
             f"deadline {deadline.isoformat()} lies more than result_ttl ({longest_s} s) ahead: the job's record"
-            " would expire first"
+            " would expire first",
+            "deadline",
         )
     return deadline
 
@@ -205,24 +216,32 @@ class Client:
             }
             if webhook_events is not None:
                 if webhook is None:
-                    raise InvalidJob("webhook_events names what a webhook is told: give a webhook too")
+                    raise InvalidJob(
+                        "webhook_events names what a webhook is told: give a webhook too", "webhook_events"
+                    )
                 fields["webhook_events"] = webhook_events
             if result_ttl is not None:
                 if isinstance(result_ttl, bool) or not isinstance(result_ttl, int) or not 0 < result_ttl <= longest:
                     raise InvalidJob(
                         f"result_ttl must be whole seconds from 1 to {longest} (the settings' result_ttl), not"
-                        f" {str(result_ttl)[:40]!r}"
+                        f" {str(result_ttl)[:40]!r}",
+                        "result_ttl",
                     )
                 fields["result_ttl"] = result_ttl
             if job_id is not None:
                 fields["id"] = job_id
-            job = check_object_access(
-                Job(**fields).check(self.settings.limits, entry), self.settings.object_access(entry)
-            )
-        except (UnknownModel, UnknownTask) as exc:
-            raise InvalidJob(str(exc)) from None
+            job = Job(**fields)
+            try:
+                check_object_access(job.check(self.settings.limits, entry), self.settings.object_access(entry))
+            except InvalidJob as exc:
+                exc.field = exc.field or "input"
+                raise
+        except UnknownModel as exc:
+            raise InvalidJob(str(exc), "model") from None
+        except UnknownTask as exc:
+            raise InvalidJob(str(exc), "task") from None
         except ValueError as exc:  # pydantic's ValidationError included
-            raise InvalidJob(_one_line(exc)) from None
+            raise InvalidJob(_one_line(exc), _field(exc)) from None
         return job, entry.queue
 
     def submit(
@@ -275,13 +294,16 @@ class Client:
         return self._stream(made, on_progress)
 
     def submit_requests(
-        self, requests: Iterable[dict], on_progress: Callable[[int], None] | None = None
+        self,
+        requests: Iterable[dict],
+        on_progress: Callable[[int], None] | None = None,
+        owner: str | None = None,
     ) -> SubmittedIds:
         """Enqueue jobs of any tasks and models, one per request, streamed in chunks as :meth:`submit_many`. A
         request is a dict with ``task`` and ``input`` and optionally ``model``, ``parameters``, ``webhook``, ``id``
         and the lifecycle options (``priority``, ``deadline``, ``ttl``, ``webhook_events``, ``result_ttl``):
-        REQUEST_KEYS."""
-        return self._stream((self.make_request(request) for request in requests), on_progress)
+        REQUEST_KEYS. ``owner``: the API token submitting them (their records say so, and it lists them)."""
+        return self._stream((self.make_request(request) for request in requests), on_progress, owner)
 
     def make_request(self, request: Any) -> tuple[Job, str]:
         """:meth:`make_job` for a request of :meth:`submit_requests`; InvalidJob names unknown or missing keys."""
@@ -294,11 +316,11 @@ class Client:
             )
         missing = [key for key in ("task", "input") if key not in request]
         if missing:
-            raise InvalidJob(f"a request needs {' and '.join(missing)}")
+            raise InvalidJob(f"a request needs {' and '.join(missing)}", missing[0])
         for key in ("task", "model", "webhook", "id", "priority"):
             value = request.get(key)
             if value is not None and not isinstance(value, str):
-                raise InvalidJob(f"a request's {key} is a string, not {type(value).__name__}")
+                raise InvalidJob(f"a request's {key} is a string, not {type(value).__name__}", key)
         options = {key: request[key] for key in ("deadline", "ttl", "webhook_events", "result_ttl") if key in request}
         return self.make_job(
             request["task"],
@@ -311,14 +333,19 @@ class Client:
             **options,
         )
 
-    def _stream(self, made: Iterator[tuple[Job, str]], on_progress: Callable[[int], None] | None) -> SubmittedIds:
+    def _stream(
+        self,
+        made: Iterator[tuple[Job, str]],
+        on_progress: Callable[[int], None] | None,
+        owner: str | None = None,
+    ) -> SubmittedIds:
         """Enqueue the jobs ``made`` yields, SUBMIT_CHUNK at a time (see :meth:`submit_many`)."""
         ids = SubmittedIds()
         while True:
             chunk: list[tuple[Job, str]] = []
             try:
                 chunk.extend(islice(made, SUBMIT_CHUNK))
-                enqueued = self.enqueue(chunk) if chunk else SubmittedIds()
+                enqueued = self.enqueue(chunk, owner) if chunk else SubmittedIds()
             except InvalidJob as exc:
                 position = getattr(exc, "position", len(chunk))
                 raise _failed_at(exc, len(ids) + position, list(ids)) from None
@@ -329,13 +356,15 @@ class Client:
             if len(chunk) < SUBMIT_CHUNK:
                 return ids
 
-    def enqueue(self, jobs: list[tuple[Job, str]]) -> SubmittedIds:
-        """Record validated jobs as queued and publish them (pipeq.core.publish: in one Redis transaction on pipeq's
-        transport); jobs whose id already exists with the same payload are skipped (counted in ``existing``). If
-        any id exists with another payload, nothing is published: the records just created are removed again and
-        JobConflict names the id (its ``position`` in ``jobs``)."""
+    def enqueue(self, jobs: list[tuple[Job, str]], owner: str | None = None) -> SubmittedIds:
+        """Record validated jobs as queued (submitted by ``owner``, an API token, where given) and publish them
+        (pipeq.core.publish: in one Redis transaction on pipeq's transport); jobs whose id already exists with the
+        same payload are skipped (counted in ``existing``). If any id exists with another payload, nothing is
+        published: the records just created are removed again and JobConflict names the id (its ``position`` in
+        ``jobs``)."""
         records = [
-            JobRecord.of(job, "queued", webhook=job.webhook, payload_sha256=payload_sha256(job)) for job, _ in jobs
+            JobRecord.of(job, "queued", webhook=job.webhook, owner=owner, payload_sha256=payload_sha256(job))
+            for job, _ in jobs
         ]
         existing = self.store.create(records)
         conflicts = [
@@ -345,7 +374,7 @@ class Client:
         ]
         fresh = [pair for pair, stored in zip(jobs, existing, strict=True) if stored is None]
         if conflicts:
-            self.store.forget([job.id for job, _ in fresh], {job.model for job, _ in fresh})
+            self.store.forget([job.id for job, _ in fresh], {job.model for job, _ in fresh}, owner)
             nothing = "nothing was enqueued" if len(jobs) == 1 else f"none of these {len(jobs)} jobs was enqueued"
             conflict = JobConflict(
                 f"job id {records[conflicts[0]].id!r} already exists with another payload (task, model, input,"
@@ -359,7 +388,7 @@ class Client:
             publish_jobs(self.celery, fresh, published.update)
         except Exception:
             left = [job for job, _ in fresh if job.id not in published]
-            self.store.forget([job.id for job in left], {job.model for job in left})
+            self.store.forget([job.id for job in left], {job.model for job in left}, owner)
             raise
         ids = SubmittedIds(job.id for job, _ in jobs)
         ids.existing = len(jobs) - len(fresh)
@@ -450,6 +479,7 @@ class Client:
         until: datetime | str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        owner: str | None = None,
     ) -> JobPage:
         """A page of job records, newest first (by submission time), from the listing index (pipeq.core.job_index:
         the jobs submitted within the settings' ``result_ttl`` whose record still exists).
@@ -461,9 +491,13 @@ class Client:
         never repeats or skips a job, even while jobs are submitted. One call reads at most LIST_SCAN index
         entries, so a page filtered by state may hold fewer than ``limit`` records and still have a cursor. Results
         offloaded to object storage are not read: such records carry their ``result_ref`` (:meth:`status` reads
-        them). InvalidJob says what is wrong with an argument."""
+        them). ``owner``: only the jobs this API token submitted. InvalidJob says what is wrong with an argument."""
         states = self._states(state)
-        key = job_index.ALL_KEY if model is None else job_index.model_key(self._model(model))
+        model = None if model is None else self._model(model)
+        if owner is not None:
+            key = job_index.owner_key(owner)
+        else:
+            key = job_index.ALL_KEY if model is None else job_index.model_key(model)
         low = job_index.LOWEST if since is None else job_index.score(_instant(since, "since"))
         high = job_index.HIGHEST if until is None else job_index.score(_instant(until, "until"))
         if low > high:
@@ -471,19 +505,25 @@ class Client:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT:
             raise InvalidJob(f"limit must be a whole number from 1 to {LIST_LIMIT}, not {str(limit)[:40]!r}")
         last = None if cursor is None else self.index.position(cursor)
-        owners = [key] if model is not None else [job_index.model_key(name) for name in self.settings.catalogue.models]
+        names = [model] if model is not None else list(self.settings.catalogue.models)
+        listed_in = [job_index.ALL_KEY, *map(job_index.model_key, names)]
+        if owner is not None:
+            listed_in.append(key)
+        filtered = states is not None or (owner is not None and model is not None)
         found: list[JobRecord] = []
         scanned = 0
         while len(found) < limit and scanned < LIST_SCAN:
-            want = limit - len(found) if states is None else LIST_BATCH
+            want = LIST_BATCH if filtered else limit - len(found)
             entries = self.index.entries(key, low, high, last, min(want, LIST_SCAN - scanned))
             if not entries:
                 return JobPage(found, None)
-            records = self._listed(entries, [job_index.ALL_KEY, *owners])
+            records = self._listed(entries, listed_in)
             for entry, record in zip(entries, records, strict=True):
                 scanned += 1
                 last = entry
-                if record is not None and (states is None or record.state in states):
+                if record is None or (states is not None and record.state not in states):
+                    continue
+                if model is None or record.model == model:
                     found.append(record)
                     if len(found) == limit:
                         break

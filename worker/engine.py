@@ -149,7 +149,7 @@ def too_many_attempts(previous: JobRecord, max_attempts: int) -> TooManyAttempts
     )
 
 
-PRODUCER_FIELDS = ("webhook", "webhook_events", "deadline", "result_ttl", "priority")
+PRODUCER_FIELDS = ("webhook", "webhook_events", "deadline", "result_ttl", "priority", "owner")
 """What a worker copies from a job's stored record into the records it writes: what its producer asked for."""
 
 

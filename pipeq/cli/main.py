@@ -1,5 +1,5 @@
 """The ``pipeq`` command line: submit, status, wait, cancel, jobs, ingest (producers); worker, webhooks (workers);
-queues, metrics, health (operators)."""
+queues, metrics, health (operators); api (the HTTP API)."""
 
 import argparse
 import sys
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send Celery task events for every job (Flower, celery-exporter)",
     )
 
+    from pipeq.api.cli import add_cli as add_api
     from pipeq.ingest.cli import add_cli as add_ingest
     from pipeq.ops.cli import add_cli as add_ops
     from pipeq.producer.cli import add_cli as add_producer
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ingest(commands)
     add_webhooks(commands)
     add_ops(commands)
+    add_api(commands)
     return parser
 
 
@@ -39,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "worker":
         return _worker(args)
+    if args.command == "api":
+        from pipeq.api.cli import run_cli as api
+        from pipeq.config.settings import load_settings
+
+        return api(args, load_settings)
     if args.command in ("ingest", "webhooks", "queues", "metrics", "health"):
         from pipeq.config.settings import load_settings
         from pipeq.ingest.cli import run_cli as ingest

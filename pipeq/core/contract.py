@@ -50,7 +50,12 @@ S3_URI_PATTERN = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,62})/(?P<key
 
 
 class InvalidJob(ValueError):
-    """A job that breaks the contract: refused before it is enqueued, or failed on receipt."""
+    """A job that breaks the contract: refused before it is enqueued, or failed on receipt. ``field`` names the part
+    of the job at fault where known (``input``, ``parameters``, ``deadline``, ...)."""
+
+    def __init__(self, message: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class _Frozen(BaseModel):
@@ -288,7 +293,7 @@ class Job(_Frozen):
             spec = task_spec(self.task)
             check_parameters(spec.name, self.parameters, entry.caps if entry is not None else ParameterCaps())
         except ValueError as exc:
-            raise InvalidJob(str(exc)) from None
+            raise InvalidJob(str(exc), "parameters") from None
         item = self.input
         if isinstance(item, TextInput):
             if spec.modality != "text":

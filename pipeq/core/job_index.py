@@ -1,8 +1,9 @@
 """The listing index: every job, and every job of each model, newest first.
 
-Two kinds of sorted set in the records' Redis, of job ids scored by submission time (whole microseconds since the
-epoch, exact in Redis's doubles): ``pipeq:jobs:all`` and ``pipeq:jobs:model:<model>``. A job enters both when its
-record is created, in the same pipeline and script (:meth:`pipeq.core.records.RecordStore.create`); a resubmission
+Sorted sets in the records' Redis, of job ids scored by submission time (whole microseconds since the epoch, exact
+in Redis's doubles): ``pipeq:jobs:all``, ``pipeq:jobs:model:<model>`` and, for jobs submitted through the HTTP API,
+``pipeq:jobs:owner:<token>`` (a token lists only its own jobs). A job enters its sets when its record is created,
+in the same pipeline and script (:meth:`pipeq.core.records.RecordStore.create`); a resubmission
 of its id never moves it.
 
 **Memory is bounded by result_ttl.** Each create trims the entries submitted more than the settings' ``result_ttl``
@@ -35,6 +36,7 @@ from pipeq.core.contract import JOB_ID_PATTERN, InvalidJob
 
 ALL_KEY = "pipeq:jobs:all"
 MODEL_KEY_PREFIX = "pipeq:jobs:model:"
+OWNER_KEY_PREFIX = "pipeq:jobs:owner:"
 CURSOR_KEY = "pipeq:jobs:cursor-key"
 MAX_TIES = 10_000
 """Most jobs of one microsecond a cursor resumes among (one clock cannot stamp nearly that many)."""
@@ -65,9 +67,13 @@ def model_key(model: str) -> str:
     return f"{MODEL_KEY_PREFIX}{model}"
 
 
-def keys_of(model: str) -> tuple[str, str]:
-    """The sets a job of ``model`` is listed in."""
-    return ALL_KEY, model_key(model)
+def owner_key(owner: str) -> str:
+    return f"{OWNER_KEY_PREFIX}{owner}"
+
+
+def keys_of(model: str, owner: str | None = None) -> tuple[str, ...]:
+    """The sets a job of ``model`` (submitted by ``owner``, an API token, where given) is listed in."""
+    return (ALL_KEY, model_key(model)) if owner is None else (ALL_KEY, model_key(model), owner_key(owner))
 
 
 def trim(pipe: Any, keys: set[str] | list[str], horizon_s: int, at: datetime) -> None:

@@ -61,6 +61,7 @@ return false
 
 
 _STATE = re.compile(rb'^\{"state":"([a-z]+)"')
+_STATE_BYTES = 31
 """A stored record's state, the first field of its JSON (JobRecord's first field)."""
 
 
@@ -115,6 +116,9 @@ class JobRecord(BaseModel):
     """Seconds the record is kept after each write, when the job asked for less than the settings'."""
     progress: Progress | None = None
     """How far a running job is, where its pipeline works in pieces (chunks of audio, tokens of generation)."""
+    owner: str | None = None
+    """The API token that submitted the job (pipeq.api): only it sees and cancels the job there, and its jobs are
+    listed on their own (pipeq.core.job_index). None for jobs submitted otherwise."""
     payload_sha256: str | None = None
     """The digest of the job's payload (pipeq.core.contract.payload_sha256), set by the producer; a resubmission
     of the id with another payload is refused. Kept by every later write of the record, and last on purpose
@@ -194,7 +198,7 @@ class RecordStore:
         pipe = self.redis.pipeline(transaction=False)
         touched: set[str] = set()
         for record in records:
-            listed = job_index.keys_of(record.model)
+            listed = job_index.keys_of(record.model, record.owner)
             touched.update(listed)
             args = [record.model_dump_json(), self.ttl_of(record), job_index.score(record.submitted_at), record.id]
             self._create_or_get(keys=[self.key(record.id), *listed], args=args, client=pipe)
@@ -202,14 +206,15 @@ class RecordStore:
         created = pipe.execute()[: len(records)]
         return [None if existing is None else JobRecord.model_validate_json(existing) for existing in created]
 
-    def forget(self, job_ids: Iterable[str], models: Iterable[str] = ()) -> None:
+    def forget(self, job_ids: Iterable[str], models: Iterable[str] = (), owner: str | None = None) -> None:
         """Remove records (used when their jobs could not be enqueued), and their jobs from the listing index of
-        every job and of ``models``."""
+        every job, of ``models`` and of ``owner``."""
         ids = list(job_ids)
         if ids:
             pipe = self.redis.pipeline(transaction=False)
             pipe.delete(*[self.key(job_id) for job_id in ids])
-            for key in dict.fromkeys([job_index.ALL_KEY, *map(job_index.model_key, models)]):
+            owned = [] if owner is None else [job_index.owner_key(owner)]
+            for key in dict.fromkeys([job_index.ALL_KEY, *map(job_index.model_key, models), *owned]):
                 pipe.zrem(key, *ids)
             pipe.execute()
 
@@ -217,12 +222,14 @@ class RecordStore:
         return self.get_many([job_id])[0]
 
     def states(self, job_ids: list[str]) -> list[str | None]:
-        """The state of each job's record (None where there is none), read without parsing the records: a record's
-        JSON starts with its state."""
+        """The state of each job's record (None where there is none), read without reading the records whole: a
+        record's JSON starts with its state."""
         if not job_ids:
             return []
-        raw = self.redis.mget([self.key(job_id) for job_id in job_ids])
-        return [None if value is None else _STATE.match(value)[1].decode() for value in raw]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.getrange(self.key(job_id), 0, _STATE_BYTES)
+        return [_STATE.match(value)[1].decode() if value else None for value in pipe.execute()]
 
     def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         if not job_ids:
