@@ -40,6 +40,7 @@ from pipeq.api.watch import watch
 from pipeq.config.settings import Settings
 from pipeq.core.contract import InvalidJob, check_object_access
 from pipeq.core.records import JobRecord, now
+from pipeq.core.storage import s3_client
 from pipeq.producer.client import Client, JobConflict, UnknownJob
 
 log = logging.getLogger("pipeq.api")
@@ -80,6 +81,7 @@ class Api:
         self.tokens = {token.sha256: token for token in settings.api.tokens}
         self.limits = Limits(self.client.store)
         self.watcher = redis.asyncio.Redis.from_url(settings.result_backend)
+        self.presigner = s3_client(settings, signature_version="s3v4")
         self.streams = 0
 
     def caller(self, authorization: str | None) -> Principal:
@@ -353,9 +355,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             errors = [{"field": ".".join(map(str, e["loc"])), "detail": e["msg"]} for e in exc.errors()[:5]]
             detail = "; ".join(f"{e['field']}: {e['detail']}" for e in errors)
             raise Problem(422, "invalid-upload", detail, errors) from None
-        return presign_upload(
-            api.client.results.s3, settings, principal, wanted.content_type, wanted.size, wanted.filename
-        )
+        return presign_upload(api.presigner, settings, principal, wanted.content_type, wanted.size, wanted.filename)
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -33,7 +33,7 @@ def run_cli(args: argparse.Namespace, load_settings: Callable[[], Settings]) -> 
     if args.api_action == "new-token":
         return _new_token(args)
     if args.api_action == "openapi":
-        print(openapi_json())
+        sys.stdout.write(openapi_json())
         return 0
     settings = load_settings()
     host = args.host or settings.api.host

@@ -8,8 +8,9 @@ from botocore.config import Config
 from pipeq.config.settings import Settings
 
 
-def s3_client(settings: Settings, max_connections: int = 10) -> Any:
-    """An S3 client for ``settings``; credentials fall back to boto3's chain (AWS_* variables, profiles)."""
+def s3_client(settings: Settings, max_connections: int = 10, signature_version: str | None = None) -> Any:
+    """An S3 client for ``settings``; credentials fall back to boto3's chain (AWS_* variables, profiles).
+    ``signature_version="s3v4"`` for presigned URLs that sign their headers (content type and length)."""
     secret = settings.s3_secret_access_key
     return boto3.client(
         "s3",
@@ -21,5 +22,6 @@ def s3_client(settings: Settings, max_connections: int = 10) -> Any:
             max_pool_connections=max_connections,
             retries={"max_attempts": 3, "mode": "standard"},
             s3={"addressing_style": "path"},
+            signature_version=signature_version,
         ),
     )

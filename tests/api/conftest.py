@@ -13,12 +13,13 @@ import uvicorn
 from devtools.local_services import free_port
 from pipeq.api.app import create_app
 from pipeq.api.tokens import new_token
-from pipeq.config.api import Api, ApiToken
+from pipeq.config.api import ApiToken
 from pipeq.config.settings import Settings
+from pipeq.producer import Client
 from tests.support.settings import BUCKET, model_name
 
 UPLOADS = f"s3://{BUCKET}/uploads/"
-TOKENS = {name: new_token() for name in ("alpha", "beta", "slow", "capped")}
+TOKENS = {name: new_token() for name in ("alpha", "beta", "slow", "capped", "chatty")}
 """Each test token's secret and hash."""
 
 
@@ -27,7 +28,8 @@ def bearer(name: str) -> dict[str, str]:
 
 
 def api_tokens() -> list[ApiToken]:
-    """alpha: any model; beta: one model and one input folder; slow: 1 job/s, burst 2; capped: 3 jobs queued."""
+    """alpha: any model; beta: one model and one input folder; slow: 1 job/s, burst 2; capped: 3 jobs queued;
+    chatty: 1 request/s (a burst of 10)."""
     digest = {name: pair[1] for name, pair in TOKENS.items()}
     return [
         ApiToken(name="alpha", sha256=digest["alpha"]),
@@ -39,6 +41,7 @@ def api_tokens() -> list[ApiToken]:
         ),
         ApiToken(name="slow", sha256=digest["slow"], jobs_per_s=1, burst=2),
         ApiToken(name="capped", sha256=digest["capped"], max_queued=3),
+        ApiToken(name="chatty", sha256=digest["chatty"], requests_per_s=1),
     ]
 
 
@@ -63,11 +66,21 @@ def serve(settings: Settings) -> Iterator[str]:
         thread.join(15)
 
 
+PARKED = "parked"
+"""A catalogue model on a queue no worker serves: its jobs stay queued."""
+
+
+def with_api(settings: Settings, **api: object) -> Settings:
+    """``settings`` with an API section (validated with the rest) and the PARKED model."""
+    data = settings.model_dump(exclude={"catalogue"})
+    text = next(model for model in data["models"] if model["name"] == model_name("text-classification"))
+    data["models"].append({**text, "name": PARKED, "queue": PARKED, "default": False})
+    return Settings.model_validate({**data, "api": api})
+
+
 @pytest.fixture(scope="session")
 def api_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={"api": Api(tokens=api_tokens(), uploads_prefix=UPLOADS, max_body_bytes=64 * 1024, max_wait_s=30)}
-    )
+    return with_api(settings, tokens=api_tokens(), uploads_prefix=UPLOADS, max_body_bytes=64 * 1024, max_wait_s=30)
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +93,11 @@ def api_url(api_settings: Settings, s3) -> Iterator[str]:
 def http(api_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api_url, timeout=60) as client:
         yield client
+
+
+@pytest.fixture
+def api_client(api_settings: Settings) -> Iterator[Client]:
+    """The Python client on the API's settings (its catalogue includes PARKED)."""
+    client = Client(api_settings)
+    yield client
+    client.close()

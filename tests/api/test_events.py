@@ -1,0 +1,79 @@
+"""Server-Sent Events: a job's state changes and progress, read to the end of the stream."""
+
+import json
+
+import httpx
+
+from tests.api.conftest import PARKED, bearer
+from tests.support.settings import model_name
+
+
+def read_events(http: httpx.Client, job_id: str, token: str = "alpha") -> list[tuple[str, int, dict]]:
+    """Every event of the job's stream until the API closes it: (event, id, data)."""
+    events, fields = [], {}
+    with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=bearer(token)) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if not line:
+                if "data" in fields:
+                    events.append((fields["event"], int(fields["id"]), json.loads(fields["data"])))
+                fields = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+    return events
+
+
+def test_the_stream_follows_a_job_to_its_end(http, worker):
+    job = http.post(
+        "/v1/jobs",
+        json={"task": "text-generation", "input": "once upon", "parameters": {"max_new_tokens": 40}},
+        headers=bearer("alpha"),
+    ).json()
+    events = read_events(http, job["id"])
+    kinds = [kind for kind, _, _ in events]
+    assert kinds[-1] == "state" and events[-1][2]["state"] == "succeeded" and events[-1][2]["result"]
+    assert events[-1][2]["id"] == job["id"]
+    numbers = [number for _, number, _ in events]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    states = [data["state"] for kind, _, data in events if kind == "state"]
+    assert len(states) == len(set(states))  # one event per state it passed through
+    for kind, _, data in events:
+        if kind == "progress":
+            assert 0 <= data["fraction"] <= 1 and data["updated_at"]
+
+
+def test_a_final_job_streams_one_event_and_closes(http, worker):
+    done = http.post(
+        "/v1/jobs",
+        json={"task": "text-classification", "input": "fine", "model": model_name("text-classification")},
+        headers={**bearer("alpha"), "Prefer": "wait=30"},
+    ).json()
+    assert done["state"] == "succeeded"
+    events = read_events(http, done["id"])
+    assert [(kind, data["state"]) for kind, _, data in events] == [("state", "succeeded")]
+
+
+def test_a_canceled_job_ends_its_stream(http):
+    job = http.post(
+        "/v1/jobs",
+        json={"task": "text-classification", "input": "x", "model": PARKED, "ttl": 1},
+        headers=bearer("alpha"),
+    ).json()
+    events = read_events(http, job["id"])  # no worker serves it: it expires, and the API says so
+    assert [data["state"] for _, _, data in events] == ["queued", "expired"]
+
+
+def test_open_streams_are_bounded_per_process(settings):
+    from tests.api.conftest import serve, with_api
+
+    with serve(with_api(settings, max_streams=1)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        job = http.post("/v1/jobs", json={"task": "text-classification", "input": "x", "model": PARKED}).json()
+        with http.stream("GET", f"/v1/jobs/{job['id']}/events") as first:
+            lines = first.iter_lines()  # kept: a dropped iterator closes the stream
+            assert next(lines) == "retry: 2000"  # the stream is open and holds the one slot
+            second = http.get(f"/v1/jobs/{job['id']}/events")
+            assert second.status_code == 429 and second.headers["retry-after"]
+            waited = http.get(f"/v1/jobs/{job['id']}", headers={"Prefer": "wait=5"})
+            assert waited.status_code == 200 and "preference-applied" not in waited.headers
