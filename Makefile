@@ -2,7 +2,7 @@
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-APT     := redis-server espeak-ng tesseract-ocr chromium chromium-driver
+APT     := redis-server espeak-ng tesseract-ocr chromium chromium-driver curl
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-fast lint bench system-deps setup clean
@@ -33,6 +33,7 @@ system-deps:
 	command -v tesseract >/dev/null || missing="$$missing tesseract-ocr"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

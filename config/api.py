@@ -87,6 +87,11 @@ class Api(BaseModel):
         default=None,
         description="s3:// folder presigned uploads go under (inside allowed_object_prefixes); none: no uploads",
     )
+    uploads_endpoint_url: str | None = Field(
+        default=None,
+        description="the S3 endpoint uploaders reach, signed into upload URLs (default: s3_endpoint_url), where the"
+        " API reaches object storage by another name (http://minio:9000 inside compose, http://127.0.0.1:9000 outside)",
+    )
     max_upload_bytes: PositiveInt | None = Field(
         default=None, description="largest upload (default: limits.max_media_bytes)"
     )

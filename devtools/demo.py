@@ -7,13 +7,18 @@ similarity of mean-pooled embeddings.
 
 Then the event-driven path: ``pipeq ingest`` watches the bucket's ``inbox/``, a webhook worker delivers
 results, and a local receiver verifies each signed webhook and says which known document the new one is
-closest to. Stops everything it started.
+closest to.
+
+Then over HTTP: ``pipeq api serve`` with a fresh token; ``curl`` asks for an upload URL, uploads a document to it
+and submits a job on it, waiting for the result (``Prefer: wait``). It prints where the job console is; with
+``--serve`` everything keeps running (console included) until Ctrl-C. Stops everything it started.
 """
 
 import json
 import os
 import queue
 import secrets
+import shlex
 import subprocess
 import sys
 import threading
@@ -23,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from devtools.local_services import redis_server, s3_server
+from devtools.local_services import free_port, redis_server, s3_server
+from pipeq.api.tokens import new_token
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import IngestRule, Settings
 from pipeq.core.storage import s3_client
@@ -116,7 +122,11 @@ def main() -> None:
             client, known = search(settings)
             processes.append(subprocess.Popen([*pipeq, "webhooks", "worker", "--loglevel", "WARNING"], env=env))
             event_driven(settings, known, env, processes)
+            over_http(known, env, processes)
             client.close()
+            if "--serve" in sys.argv:
+                print("serving until Ctrl-C")
+                processes[0].wait()
         finally:
             for process in processes:
                 process.terminate()
@@ -206,6 +216,61 @@ def event_driven(settings: Settings, known: np.ndarray, env: dict, processes: li
             f"closest known document: {names[best]} ({scores[best]:.2f})"
         )
     receiver.shutdown()
+
+
+def curl(*args: str) -> dict:
+    """Run curl as a user would (shown first), and return the JSON it printed; SystemExit on an HTTP error."""
+    shown = " ".join(shlex.quote(arg) if len(arg) < 90 else shlex.quote(arg[:60] + "...") for arg in args)
+    print(f"$ curl {shown}")
+    done = subprocess.run(["curl", "-sS", "--fail-with-body", *args], capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        raise SystemExit(f"curl failed ({done.returncode}): {done.stdout or done.stderr}")
+    return json.loads(done.stdout) if done.stdout.strip() else {}
+
+
+def over_http(known: np.ndarray, env: dict, processes: list) -> None:
+    """The HTTP API with a fresh token: upload a document and submit a job on it with curl."""
+    import httpx
+
+    secret, digest = new_token()
+    port = free_port()
+    api_env = dict(
+        env,
+        PIPEQ_API__TOKENS=json.dumps([{"name": "demo", "sha256": digest}]),
+        PIPEQ_API__UPLOADS_PREFIX=f"s3://{BUCKET}/uploads/",
+    )
+    command = [sys.executable, "-m", "pipeq.cli", "api", "serve", "--port", str(port), "--log-level", "warning"]
+    processes.append(subprocess.Popen(command, env=api_env))
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        raise SystemExit("the API did not start")
+    print(f"\npipeq api serve on {url} (one token, stored as its SHA-256)")
+    auth = f"Authorization: Bearer {secret}"
+    document = b"My order from last week still has not arrived; where is the parcel?"
+    wanted = json.dumps({"content_type": "text/plain", "size": len(document), "filename": "where-is-it.txt"})
+    upload = curl("-X", "POST", f"{url}/v1/uploads", "-H", auth, "-H", "Content-Type: application/json", "-d", wanted)
+    path = Path(env.get("TMPDIR", "/tmp")) / f"pipeq-demo-{os.getpid()}.txt"
+    path.write_bytes(document)
+    try:
+        curl("-X", "PUT", upload["url"], "-H", "Content-Type: text/plain", "--data-binary", f"@{path}")
+    finally:
+        path.unlink()
+    job = json.dumps({"task": "feature-extraction", "input": upload["input"]})
+    done = curl(
+        "-X", "POST", f"{url}/v1/jobs", "-H", auth, "-H", "Content-Type: application/json", "-H", "Prefer: wait=60",
+        "-d", job,
+    )  # fmt: skip
+    scores = known @ sentence_embedding(done["result"])
+    best = int(np.argmax(scores))
+    names = list(DOCUMENTS)
+    print(f"job {done['id']} {done['state']}: closest known document {names[best]} ({scores[best]:.2f})")
+    print(f"\nthe job console: {url}/  (token {secret}; run `python -m devtools.demo --serve` to keep it up)")
 
 
 if __name__ == "__main__":

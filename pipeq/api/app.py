@@ -81,7 +81,8 @@ class Api:
         self.tokens = {token.sha256: token for token in settings.api.tokens}
         self.limits = Limits(self.client.store)
         self.watcher = redis.asyncio.Redis.from_url(settings.result_backend)
-        self.presigner = s3_client(settings, signature_version="s3v4")
+        endpoint = settings.api.uploads_endpoint_url or settings.s3_endpoint_url
+        self.presigner = s3_client(settings.model_copy(update={"s3_endpoint_url": endpoint}), signature_version="s3v4")
         self.streams = 0
 
     def caller(self, authorization: str | None) -> Principal:
@@ -389,7 +390,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
 def console_headers(settings: Settings) -> dict[str, str]:
     """The console's security headers: nothing but this API's own files, and uploads PUT to object storage (the
     settings' S3 endpoint, or AWS's)."""
-    endpoint = urlsplit(settings.s3_endpoint_url or "https://*.amazonaws.com")
+    endpoint = urlsplit(settings.api.uploads_endpoint_url or settings.s3_endpoint_url or "https://*.amazonaws.com")
     storage = f"{endpoint.scheme}://{endpoint.netloc}"
     return {
         "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:;"

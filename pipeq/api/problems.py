@@ -21,6 +21,19 @@ TITLES = {
     503: "Service unavailable",
 }
 
+KIND_TITLES = {
+    "invalid-upload": "Invalid upload",
+    "upload-too-large": "Upload too large",
+    "uploads-off": "Uploads are off",
+    "job-conflict": "Job id taken",
+    "out-of-scope": "Outside the token's scope",
+    "unknown-job": "Unknown job",
+    "too-many-jobs": "Too many jobs in one request",
+    "too-many-streams": "Too many open streams",
+    "bad-query": "Malformed query",
+}
+"""Titles of the kinds that say more than their status's."""
+
 
 class Problem(Exception):
     """An error the API answers with a problem document: ``status``, a ``kind`` (the ``type``'s last part), a
@@ -43,7 +56,7 @@ class Problem(Exception):
         """The problem document (RFC 9457 members, and ``errors`` where a job's fields are at fault)."""
         body: dict[str, Any] = {
             "type": f"urn:pipeq:problem:{self.kind}",
-            "title": TITLES.get(self.status, "Error"),
+            "title": KIND_TITLES.get(self.kind) or TITLES.get(self.status, "Error"),
             "status": self.status,
             "detail": self.detail,
         }

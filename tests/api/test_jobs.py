@@ -145,3 +145,17 @@ def test_listing_refuses_bad_queries(http):
         response = http.get("/v1/jobs", params=params, headers=bearer("alpha"))
         assert response.status_code == 400, params
         assert response.json()["detail"]
+
+
+def test_a_large_result_is_read_back_and_a_listing_points_to_it(http, worker, client):
+    text = " ".join(f"word{i}" for i in range(100))
+    body = {"task": "feature-extraction", "input": text, "id": f"big-{uuid.uuid4().hex[:8]}"}
+    done = submit(http, body, Prefer="wait=30").json()
+    assert done["state"] == "succeeded", done["error"]
+    assert done["result_offloaded"] is False
+    stored = client.status(f"alpha:{done['id']}")
+    assert client.store.get(f"alpha:{done['id']}").result_ref is not None  # it went to the results bucket
+    assert done["result"] == stored.result and len(str(done["result"])) > 20_000
+    listed = http.get("/v1/jobs", params={"limit": 5}, headers=bearer("alpha")).json()["jobs"]
+    mine = next(job for job in listed if job["id"] == done["id"])
+    assert mine["result"] is None and mine["result_offloaded"] is True

@@ -1,4 +1,4 @@
-"""Imports point one way: config <- core <- ops <- {producer, worker, webhooks, ingest} <- cli.
+"""Imports point one way: config <- core <- ops <- {producer, worker, webhooks, ingest, api} <- cli.
 
 Every ``import`` in pipeq's source, module level or inside a function, is read with ``ast``; a package may import
 its own modules, any lower layer, and the few sideways edges listed here. Developer tooling, tests and
@@ -18,10 +18,12 @@ LAYERS = {
     "pipeq.worker": 3,
     "pipeq.webhooks": 3,
     "pipeq.ingest": 3,
+    "pipeq.api": 3,
     "pipeq.cli": 4,
 }
 SIDEWAYS = {
     ("pipeq.ingest", "pipeq.producer"),  # ingestion submits jobs through the client
+    ("pipeq.api", "pipeq.producer"),  # the HTTP API submits, reads and cancels through the client
     ("pipeq.worker", "pipeq.webhooks"),  # a worker queues the deliveries of the jobs it finishes
 }
 FOREIGN = ("config", "worker", "producer", "devtools", "tests", "benchmarks")

@@ -36,8 +36,13 @@ def test_the_wheel_holds_pipeq_alone_and_runs(tmp_path: Path):
     ours = {p.name for p in site.iterdir()} - before - {"deps.pth"}
     assert ours == {"pipeq", "pipeq-0.1.0.dist-info"}
     shipped = {p.relative_to(site / "pipeq").parts[0] for p in (site / "pipeq").rglob("*.py")}
-    assert shipped == {"__init__.py", "config", "core", "ops", "producer", "worker", "webhooks", "ingest", "cli"}
+    assert shipped == {"__init__.py", "config", "core", "ops", "producer", "worker", "webhooks", "ingest", "cli", "api"}
     assert (site / "pipeq" / "config" / "pipeq.example.toml").is_file()
+    assert {p.name for p in (site / "pipeq" / "api" / "console").iterdir()} >= {
+        "index.html",
+        "console.js",
+        "console.css",
+    }
 
     assert "submit" in run(env / "bin" / "pipeq", "--help", cwd=tmp_path)
     where = run(python, "-c", "import pipeq; from pipeq import Client; print(pipeq.__file__, Client)", cwd=tmp_path)
