@@ -83,6 +83,9 @@ class Api(BaseModel):
     max_streams: PositiveInt = Field(
         default=1000, description="requests one API process holds open at once (waits and event streams)"
     )
+    max_streams_per_token: PositiveInt = Field(
+        default=100, description="of those, most one token may hold open in one API process"
+    )
     uploads_prefix: str | None = Field(
         default=None,
         description="s3:// folder presigned uploads go under (inside allowed_object_prefixes); none: no uploads",

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from hashlib import sha256
@@ -83,7 +84,8 @@ class Api:
         self.watcher = redis.asyncio.Redis.from_url(settings.result_backend)
         endpoint = settings.api.uploads_endpoint_url or settings.s3_endpoint_url
         self.presigner = s3_client(settings.model_copy(update={"s3_endpoint_url": endpoint}), signature_version="s3v4")
-        self.streams = 0
+        self.streams: Counter[str | None] = Counter()
+        """Open waits and event streams, per caller (token name; None on an open API)."""
 
     def caller(self, authorization: str | None) -> Principal:
         """The authenticated caller, charged one request (Problem 401, 429)."""
@@ -107,17 +109,28 @@ class Api:
             record = self.client.results.resolve(record)
         return schemas.JobView.of(record, principal.public_id(record.id))
 
+    def stream_refusal(self, principal: Principal) -> str | None:
+        """Why this process may not hold one more request of ``principal`` open, or None: ``api.max_streams`` in
+        all, ``api.max_streams_per_token`` per token."""
+        api = self.settings.api
+        if self.streams.total() >= api.max_streams:
+            return f"this API process holds its most open waits and streams ({api.max_streams})"
+        if principal.owner is not None and self.streams[principal.owner] >= api.max_streams_per_token:
+            return f"token {principal.owner!r} holds its most open waits and streams ({api.max_streams_per_token})"
+        return None
+
     @asynccontextmanager
-    async def stream_slot(self) -> AsyncIterator[bool]:
-        """Whether this process may hold one more request open (a wait, an event stream): ``api.max_streams``."""
-        if self.streams >= self.settings.api.max_streams:
+    async def stream_slot(self, principal: Principal) -> AsyncIterator[bool]:
+        """Whether one more request of ``principal`` may be held open (a wait, an event stream); it holds a slot
+        while the block runs."""
+        if self.stream_refusal(principal) is not None:
             yield False
             return
-        self.streams += 1
+        self.streams[principal.owner] += 1
         try:
             yield True
         finally:
-            self.streams -= 1
+            self.streams[principal.owner] -= 1
 
     async def wait(self, principal: Principal, record: JobRecord, seconds: float) -> JobRecord:
         """``record`` once final, or as it is after ``seconds``."""
@@ -253,7 +266,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             headers["Idempotent-Replayed"] = "true"
         seconds = prefer_wait(prefer, settings.api.max_wait_s)
         if seconds is not None and not record.done:
-            async with api.stream_slot() as allowed:
+            async with api.stream_slot(principal) as allowed:
                 if allowed:
                     record = await api.wait(principal, record, seconds)
                     headers["Preference-Applied"] = f"wait={seconds:g}"
@@ -271,7 +284,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         headers: dict[str, str] = {}
         seconds = prefer_wait(prefer, settings.api.max_wait_s)
         if seconds is not None and not record.done:
-            async with api.stream_slot() as allowed:
+            async with api.stream_slot(principal) as allowed:
                 if allowed:
                     record = await api.wait(principal, record, seconds)
                     headers["Preference-Applied"] = f"wait={seconds:g}"
@@ -321,9 +334,10 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         """Server-Sent Events until the job ends: ``state`` (the job, on each change of state), ``progress`` (its
         progress), then the stream closes after the final ``state``."""
         record = await blocking(api.record, principal, job_id)
-        if api.streams >= settings.api.max_streams:
+        refusal = api.stream_refusal(principal)
+        if refusal is not None:
             raise Problem(
-                429, "too-many-streams", "this API process holds its most open streams", headers={"Retry-After": "5"}
+                429, "too-many-streams", f"{refusal}: close one, or retry later", headers={"Retry-After": "5"}
             )
         return StreamingResponse(
             _events(api, principal, record),
@@ -426,15 +440,11 @@ def _submit(api: Api, principal: Principal, items: list[Any], idempotency_key: s
             try:
                 check_object_access(job, principal.object_access(settings, entry))
             except InvalidJob as exc:
-                refusal = str(exc)
+                refusal = ("input", str(exc))
         if refusal is not None:
+            field, detail = refusal
             where = "" if at is None else f"item {index}: "
-            raise Problem(
-                403,
-                "out-of-scope",
-                where + refusal,
-                [{"field": "model" if "model" in refusal else "input", "detail": refusal}],
-            )
+            raise Problem(403, "out-of-scope", where + detail, [{"field": field, "detail": detail, "index": at}])
         made.append((job, queue))
     token = principal.token
     reserved: list[str] = []
@@ -457,7 +467,7 @@ def _submit(api: Api, principal: Principal, items: list[Any], idempotency_key: s
 async def _events(api: Api, principal: Principal, record: JobRecord) -> AsyncIterator[str]:
     """The event stream of one job: its state now, then each change, progress included; a keep-alive comment after
     KEEPALIVE_S without one; an ``error`` event if Redis stops answering."""
-    async with api.stream_slot():
+    async with api.stream_slot(principal):
         yield "retry: 2000\n\n"
         number = 0
         last_state, last_progress = None, None

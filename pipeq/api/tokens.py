@@ -73,17 +73,16 @@ class Principal:
         """Whether a job submitted by ``owner`` is this caller's to see and cancel (open API: every job)."""
         return self.token is None or owner == self.token.name
 
-    def refusal(self, entry: ModelEntry) -> str | None:
-        """Why this caller may not submit to ``entry`` (its scope), or None."""
+    def refusal(self, entry: ModelEntry) -> tuple[str, str] | None:
+        """Why this caller may not submit to ``entry`` (outside its scope), as (field, what to do), or None."""
         if self.token is None:
             return None
         if self.token.models is not None and entry.name not in self.token.models:
-            return (
-                f"token {self.token.name!r} may not use model {entry.name!r}; it may use {', '.join(self.token.models)}"
-            )
+            models = ", ".join(self.token.models)
+            return "model", f"token {self.token.name!r} may not use model {entry.name!r}; it may use {models}"
         if self.token.tasks is not None and entry.task not in self.token.tasks:
             tasks = ", ".join(self.token.tasks)
-            return f"token {self.token.name!r} may not submit {entry.task} jobs; it may submit {tasks}"
+            return "task", f"token {self.token.name!r} may not submit {entry.task} jobs; it may submit {tasks}"
         return None
 
     def object_access(self, settings: Settings, entry: ModelEntry) -> ObjectAccess:

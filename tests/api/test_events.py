@@ -77,3 +77,22 @@ def test_open_streams_are_bounded_per_process(settings):
             assert second.status_code == 429 and second.headers["retry-after"]
             waited = http.get(f"/v1/jobs/{job['id']}", headers={"Prefer": "wait=5"})
             assert waited.status_code == 200 and "preference-applied" not in waited.headers
+
+
+def test_one_token_cannot_take_every_stream(redis_url, s3_endpoint, tiny_models, redis_db):
+    from tests.api.conftest import api_tokens, serve, with_api
+    from tests.support.settings import make_settings
+
+    own = make_settings(redis_url, s3_endpoint, tiny_models, db=redis_db)  # limits of its own
+    configured = with_api(own, tokens=api_tokens(), max_streams_per_token=1)
+    with serve(configured) as url, httpx.Client(base_url=url, timeout=30) as http:
+        body = {"task": "text-classification", "input": "x", "model": PARKED}
+        alphas = http.post("/v1/jobs", json=body, headers=bearer("alpha")).json()
+        betas = http.post("/v1/jobs", json=body, headers=bearer("capped")).json()
+        with http.stream("GET", f"/v1/jobs/{alphas['id']}/events", headers=bearer("alpha")) as first:
+            lines = first.iter_lines()
+            assert next(lines) == "retry: 2000"
+            second = http.get(f"/v1/jobs/{alphas['id']}/events", headers=bearer("alpha"))
+            assert second.status_code == 429 and "token 'alpha'" in second.json()["detail"]
+            with http.stream("GET", f"/v1/jobs/{betas['id']}/events", headers=bearer("capped")) as other:
+                assert other.status_code == 200 and next(other.iter_lines()) == "retry: 2000"
