@@ -107,7 +107,7 @@ class Api:
         """The caller's view of ``record``, with its offloaded result read back where ``resolve``."""
         if resolve:
             record = self.client.results.resolve(record)
-        return schemas.JobView.of(record, principal.public_id(record.id))
+        return schemas.job_view(record, principal.public_id(record.id))
 
     def stream_refusal(self, principal: Principal) -> str | None:
         """Why this process may not hold one more request of ``principal`` open, or None: ``api.max_streams`` in
@@ -131,6 +131,20 @@ class Api:
             yield True
         finally:
             self.streams[principal.owner] -= 1
+
+    async def wait_as_preferred(
+        self, principal: Principal, record: JobRecord, prefer: str | None, headers: dict[str, str]
+    ) -> JobRecord:
+        """``record``, or the job once final if a ``Prefer: wait=N`` header asks to wait (N at most
+        ``api.max_wait_s``) and a slot is free; then ``Preference-Applied`` joins ``headers``."""
+        seconds = prefer_wait(prefer, self.settings.api.max_wait_s)
+        if seconds is None or record.done:
+            return record
+        async with self.stream_slot(principal) as allowed:
+            if not allowed:
+                return record
+            headers["Preference-Applied"] = f"wait={seconds:g}"
+            return await self.wait(principal, record, seconds)
 
     async def wait(self, principal: Principal, record: JobRecord, seconds: float) -> JobRecord:
         """``record`` once final, or as it is after ``seconds``."""
@@ -264,12 +278,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         headers = {"Location": f"/v1/jobs/{principal.public_id(ids[0])}"}
         if existing:
             headers["Idempotent-Replayed"] = "true"
-        seconds = prefer_wait(prefer, settings.api.max_wait_s)
-        if seconds is not None and not record.done:
-            async with api.stream_slot(principal) as allowed:
-                if allowed:
-                    record = await api.wait(principal, record, seconds)
-                    headers["Preference-Applied"] = f"wait={seconds:g}"
+        record = await api.wait_as_preferred(principal, record, prefer, headers)
         view = await blocking(api.view, principal, record)
         return JSONResponse(view, 200 if existing else 201, headers=headers)
 
@@ -282,12 +291,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         """The job: its state, progress, and once final its result (large ones read back) or error."""
         record = await blocking(api.record, principal, job_id)
         headers: dict[str, str] = {}
-        seconds = prefer_wait(prefer, settings.api.max_wait_s)
-        if seconds is not None and not record.done:
-            async with api.stream_slot(principal) as allowed:
-                if allowed:
-                    record = await api.wait(principal, record, seconds)
-                    headers["Preference-Applied"] = f"wait={seconds:g}"
+        record = await api.wait_as_preferred(principal, record, prefer, headers)
         return JSONResponse(await blocking(api.view, principal, record), headers=headers)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=schemas.JobView, tags=["jobs"], responses=_not_found())

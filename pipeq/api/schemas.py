@@ -5,9 +5,9 @@ caller gets the same words as a Python producer; :class:`JobRequest` documents t
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from pipeq.core.records import JobError, JobRecord, Progress, State
+from pipeq.core.records import JobRecord
 
 HIDDEN_FIELDS = {"owner", "payload_sha256", "result_ref", "worker"}
 """Record fields a caller is not shown: who owns it (implied), digests, where results are kept, worker names."""
@@ -33,37 +33,24 @@ class JobRequest(BaseModel):
     result_ttl: int | None = Field(default=None, description="seconds the job's record is kept")
 
 
-class JobView(BaseModel):
-    """A job as its caller sees it: state, and once final its result or error."""
+JobView = create_model(
+    "JobView",
+    __doc__="A job as its caller sees it: its record (state, progress, and once final its result or error) without"
+    " what only operators need.",
+    result_offloaded=(
+        bool,
+        Field(default=False, description="the result is too large for a listing: GET /v1/jobs/{id} returns it"),
+    ),
+    **{name: (field.annotation, field) for name, field in JobRecord.model_fields.items() if name not in HIDDEN_FIELDS},
+)
 
-    id: str
-    state: State
-    task: str
-    model: str
-    submitted_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    result: JsonValue = None
-    result_offloaded: bool = Field(
-        default=False, description="the result is too large for a listing: GET /v1/jobs/{id} returns it"
-    )
-    error: JobError | None = None
-    progress: Progress | None = None
-    micro_batch_jobs: int | None = None
-    attempts: int = 0
-    webhook: str | None = None
-    webhook_events: list[str] = ["completed"]
-    priority: str = "normal"
-    deadline: datetime | None = None
-    result_ttl: int | None = None
 
-    @classmethod
-    def of(cls, record: JobRecord, public_id: str) -> dict[str, Any]:
-        """The view of ``record`` under the id its caller knows, as JSON-ready data."""
-        view = record.model_dump(mode="json", exclude=HIDDEN_FIELDS)
-        view["id"] = public_id
-        view["result_offloaded"] = record.result is None and record.result_ref is not None
-        return view
+def job_view(record: JobRecord, public_id: str) -> dict[str, Any]:
+    """The view of ``record`` under the id its caller knows, as JSON-ready data."""
+    view = record.model_dump(mode="json", exclude=HIDDEN_FIELDS)
+    view["id"] = public_id
+    view["result_offloaded"] = record.result is None and record.result_ref is not None
+    return view
 
 
 class SubmittedJobs(BaseModel):
