@@ -271,10 +271,9 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             )
         if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
             raise Problem(400, "bad-idempotency-key", "an Idempotency-Key is 1-255 visible ASCII characters")
-        ids, existing = await blocking(_submit, api, principal, items, idempotency_key)
-        if not single:
+        ids, existing, record = await blocking(_submit, api, principal, items, idempotency_key)
+        if not single or record is None:
             return JSONResponse({"ids": [principal.public_id(job_id) for job_id in ids], "existing": existing}, 201)
-        record = await blocking(api.record, principal, principal.public_id(ids[0]))
         headers = {"Location": f"/v1/jobs/{principal.public_id(ids[0])}"}
         if existing:
             headers["Idempotent-Replayed"] = "true"
@@ -392,17 +391,32 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     async def index() -> FileResponse:
         return FileResponse(str(console / "index.html"))
 
-    headers = console_headers(settings)
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[..., Any]) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if request.url.path == "/" or request.url.path.startswith("/console/"):
-            response.headers.update(headers)
-        return response
-
+    app.add_middleware(SecurityHeaders, console=console_headers(settings))
     return app
+
+
+class SecurityHeaders:
+    """ASGI middleware: ``nosniff`` on every response, the console's headers on the console's (plain ASGI: the
+    decorator form costs about 0.75 ms a request)."""
+
+    def __init__(self, app: Any, console: dict[str, str]) -> None:
+        self.app = app
+        self.everywhere = [(b"x-content-type-options", b"nosniff")]
+        self.console = self.everywhere + [(name.lower().encode(), value.encode()) for name, value in console.items()]
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        extra = self.console if path == "/" or path.startswith("/console/") else self.everywhere
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def console_headers(settings: Settings) -> dict[str, str]:
@@ -417,8 +431,11 @@ def console_headers(settings: Settings) -> dict[str, str]:
     }
 
 
-def _submit(api: Api, principal: Principal, items: list[Any], idempotency_key: str | None) -> tuple[list[str], int]:
-    """Validate, scope-check, limit and enqueue the jobs of one POST; their stored ids and how many existed."""
+def _submit(
+    api: Api, principal: Principal, items: list[Any], idempotency_key: str | None
+) -> tuple[list[str], int, JobRecord | None]:
+    """Validate, scope-check, limit and enqueue the jobs of one POST: their stored ids, how many existed, and the
+    record of a lone job (None for a list)."""
     settings = api.settings
     made = []
     key_digest = None if idempotency_key is None else sha256(idempotency_key.encode()).hexdigest()[:32]
@@ -465,7 +482,8 @@ def _submit(api: Api, principal: Principal, items: list[Any], idempotency_key: s
         if token is not None:
             api.limits.release(token.name, reserved)
         raise
-    return list(ids), ids.existing
+    record = api.record(principal, principal.public_id(ids[0])) if len(items) == 1 else None
+    return list(ids), ids.existing, record
 
 
 async def _events(api: Api, principal: Principal, record: JobRecord) -> AsyncIterator[str]:

@@ -159,3 +159,9 @@ def test_a_large_result_is_read_back_and_a_listing_points_to_it(http, worker, cl
     listed = http.get("/v1/jobs", params={"limit": 5}, headers=bearer("alpha")).json()["jobs"]
     mine = next(job for job in listed if job["id"] == done["id"])
     assert mine["result"] is None and mine["result_offloaded"] is True
+
+
+def test_a_list_of_one_job_answers_as_a_list(http):
+    response = submit(http, [{"task": "text-classification", "input": "alone", "model": PARKED}])
+    assert response.status_code == 201 and set(response.json()) == {"ids", "existing"}
+    assert len(response.json()["ids"]) == 1
