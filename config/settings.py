@@ -260,6 +260,11 @@ class Settings(BaseSettings):
         default=256 * 1024, description="results larger than this (as JSON) go to results_bucket"
     )
     ingest: list[IngestRule] = []
+    ingest_seen_retention_s: PositiveInt = Field(
+        default=14 * 24 * 3600,
+        description="how long ingestion remembers an object version it handled (one job per version): longer than"
+        " any redelivery window (SQS keeps messages up to 14 days); polling skips objects last modified before it",
+    )
     ingest_id_key: Annotated[SecretStr | None, AfterValidator(_long_enough_id_key)] = Field(
         default=None,
         description="keys the ids of ingested jobs (HMAC-SHA256) so no one can predict them: 32+ random characters,"

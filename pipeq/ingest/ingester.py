@@ -1,4 +1,5 @@
-"""The Ingester: submits one job per new object version, and remembers which versions it has seen."""
+"""The Ingester: submits one job per new object version, and remembers which versions it has handled (for a
+bounded time: pipeq.ingest.seen)."""
 
 import logging
 import threading
@@ -7,12 +8,11 @@ from typing import Any, Protocol
 
 from pipeq.config.settings import NEW_INGEST_ID_KEY, Settings
 from pipeq.ingest.rules import ObjectJob, jobs_for_event
+from pipeq.ingest.seen import SeenVersions
 from pipeq.ops import metrics
 from pipeq.producer.client import Client
 
 log = logging.getLogger("pipeq.ingest")
-
-SEEN_KEY = "pipeq:ingest:seen"  # set of "bucket/key@etag": object versions already submitted (or skipped)
 
 
 class MissingIdKey(ValueError):
@@ -53,6 +53,8 @@ class Ingester:
         self.rules = list(settings.ingest)
         self.client = client
         self.state = client.store.redis
+        self.retention_s = settings.ingest_seen_retention_s
+        self.seen = SeenVersions(self.state, self.retention_s)
         self._submitting = threading.Lock()  # one client, shared by every source's thread
 
     def submit(self, job: ObjectJob, source: str = "poll") -> str | None:
@@ -74,7 +76,7 @@ class Ingester:
             job_id = None
         else:
             log.info("%s -> job %s (%s)", job.uri, job_id, rule.task)
-        first_time = self.state.sadd(SEEN_KEY, job.seen)
+        first_time = self.seen.add(job.seen)
         outcome = "refused" if job_id is None else "submitted" if first_time else "duplicate"
         metrics.ingest_events.labels(source, outcome).inc()
         return job_id
@@ -89,13 +91,10 @@ class Ingester:
         return [job_id for job_id in ids if job_id is not None]
 
     def unseen(self, jobs: Sequence[ObjectJob]) -> list[ObjectJob]:
-        """The jobs among ``jobs`` whose object versions were never submitted or marked seen."""
-        if not jobs:
-            return []
-        seen = self.state.smismember(SEEN_KEY, [job.seen for job in jobs])
-        return [job for job, was_seen in zip(jobs, seen, strict=True) if not was_seen]
+        """The jobs among ``jobs`` whose object versions were not handled within the retention."""
+        missing = self.seen.missing([job.seen for job in jobs])
+        return [job for job, new in zip(jobs, missing, strict=True) if new]
 
     def mark_seen(self, jobs: Sequence[ObjectJob]) -> None:
-        """Remember the object versions of ``jobs`` as handled, without submitting them."""
-        if jobs:
-            self.state.sadd(SEEN_KEY, *[job.seen for job in jobs])
+        """Remember the object versions of ``jobs`` as handled (for the retention), without submitting them."""
+        self.seen.mark([job.seen for job in jobs])
