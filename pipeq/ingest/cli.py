@@ -13,6 +13,7 @@ from pipeq.ingest.http_endpoint import AUTH_TOKEN_ENV, HttpEndpoint, UnsafeEndpo
 from pipeq.ingest.ingester import Ingester, MissingIdKey, Source, id_key
 from pipeq.ingest.polling import Poller
 from pipeq.ingest.redis_list import RedisListSource
+from pipeq.ingest.sqs import SqsSource
 from pipeq.ops.http import PortInUse, redis_health, serve
 from pipeq.producer.client import Client
 
@@ -24,6 +25,12 @@ def _host_port(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise argparse.ArgumentTypeError(f"--http takes HOST:PORT, not {text!r}")
     return host or "0.0.0.0", int(port)
+
+
+def _passes(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise argparse.ArgumentTypeError(f"--poll-full-every takes a number of passes from 1 to 10000, not {text!r}")
+    return int(text)
 
 
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
@@ -44,9 +51,24 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         help=f"require 'Authorization: Bearer TOKEN' on --http requests (default: ${AUTH_TOKEN_ENV}, which keeps it"
         " out of the process list); required unless --http listens on loopback",
     )
+    parser.add_argument(
+        "--sqs",
+        metavar="QUEUE_URL",
+        action="append",
+        help="long-poll this SQS queue for S3 notifications (S3's own, through SNS, or EventBridge's Object Created);"
+        " repeat for several queues. The client takes s3_region and the S3 credentials from the config",
+    )
     parser.add_argument("--poll", type=float, metavar="SECONDS", help="list the rules' buckets every SECONDS")
     parser.add_argument(
         "--backfill", action="store_true", help="with --poll: submit objects already there (default: skip them)"
+    )
+    parser.add_argument(
+        "--poll-full-every",
+        type=_passes,
+        default=1,
+        metavar="N",
+        help="with --poll: list everything every N-th pass, and between them only the keys after the last one seen"
+        " (for keys that grow, such as dates; default 1: every pass lists everything)",
     )
     return parser
 
@@ -61,8 +83,10 @@ def sources(args: argparse.Namespace, ingester: Ingester) -> list[Source]:
         found.append(endpoint)
     if args.redis_list:
         found.append(RedisListSource(ingester, args.redis_list, redis_url=args.redis_url))
+    if args.sqs:
+        found.append(SqsSource(ingester, args.sqs))
     if args.poll:
-        found.append(Poller(ingester, args.poll, backfill=args.backfill))
+        found.append(Poller(ingester, args.poll, backfill=args.backfill, full_every=args.poll_full_every))
     return found
 
 
@@ -72,8 +96,8 @@ def run_cli(args: argparse.Namespace, settings: Settings | None = None) -> int:
     if not settings.ingest:
         print("pipeq ingest: no [[ingest]] rules in the configuration", file=sys.stderr)
         return 2
-    if not (args.redis_list or args.http or args.poll):
-        print("pipeq ingest: name at least one source: --redis-list, --http or --poll", file=sys.stderr)
+    if not (args.redis_list or args.http or args.poll or args.sqs):
+        print("pipeq ingest: name at least one source: --redis-list, --http, --sqs or --poll", file=sys.stderr)
         return 2
     try:
         id_key(settings)

@@ -1,10 +1,11 @@
-"""Bucket notifications (S3, MinIO) read into the object versions they announce: pure functions, no I/O."""
+"""Bucket notifications (S3, MinIO; directly, or as SQS message bodies) read into the object versions they
+announce: pure functions, no I/O."""
 
 import json
 import logging
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 log = logging.getLogger("pipeq.ingest")
 
@@ -99,3 +100,100 @@ def created_objects(event: Any) -> list[ObjectVersion]:
         if created is not None:
             objects.append(created)
     return objects
+
+
+def sqs_event(body: bytes | str) -> dict[str, Any] | None:
+    """The bucket notification an SQS message body carries, in S3's ``{"Records": [...]}`` shape (what
+    ``jobs_for_event`` reads); None for a message that announces nothing and is only to be acknowledged.
+
+    A body is one of: S3's own notification (``Records``; its test event, ``"Event": "s3:TestEvent"``, gives
+    None); an SNS envelope (``"Type": "Notification"``, such a notification as the string ``Message``; a
+    subscription's confirmations give None, logged); or an EventBridge event from ``aws.s3`` (``Object Created``
+    becomes one record, its key, which EventBridge does not URL-encode, encoded as S3 does; other detail types
+    give None). MalformedEvent for anything else.
+    """
+    return _sqs_event(parse_event(body), in_sns=False)
+
+
+def _sqs_event(message: Any, in_sns: bool) -> dict[str, Any] | None:
+    if not isinstance(message, dict):
+        raise MalformedEvent(f"an SQS message must hold a JSON object, not {type(message).__name__}")
+    if "Records" in message:
+        if not isinstance(message["Records"], list):
+            raise MalformedEvent('an S3 notification\'s "Records" must be a list')
+        return message
+    if message.get("Event") == "s3:TestEvent":
+        return None
+    if "detail-type" in message and "detail" in message:
+        return _eventbridge_event(message)
+    kind = message.get("Type")
+    if not in_sns and isinstance(kind, str) and "TopicArn" in message:
+        return _sns_event(message, kind)
+    raise MalformedEvent(
+        "not an S3 notification (Records), an SNS envelope (Type, TopicArn, Message) or an EventBridge event"
+        " (detail-type, detail)"
+    )
+
+
+def _sns_event(envelope: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    topic = envelope["TopicArn"]
+    if kind == "SubscriptionConfirmation":
+        log.warning(
+            "SNS topic %s asks this queue to confirm its subscription: nothing published there reaches the queue"
+            " until someone does (open its SubscribeURL %s, or `aws sns confirm-subscription --topic-arn %s"
+            " --token ...` with the Token of the message); pipeq never confirms one itself",
+            topic,
+            envelope.get("SubscribeURL"),
+            topic,
+        )
+        return None
+    if kind == "UnsubscribeConfirmation":
+        log.info("SNS topic %s says this queue's subscription was deleted", topic)
+        return None
+    if kind != "Notification":
+        raise MalformedEvent(f"an SNS message of type {kind!r}, not a Notification")
+    inner = envelope.get("Message")
+    if not isinstance(inner, str):
+        raise MalformedEvent("an SNS Notification without a Message string")
+    try:
+        return _sqs_event(parse_event(inner), in_sns=True)
+    except MalformedEvent as exc:
+        raise MalformedEvent(f"the Message of an SNS Notification from {topic}: {exc}") from None
+
+
+def _eventbridge_event(event: dict[str, Any]) -> dict[str, Any] | None:
+    source, detail_type = event.get("source"), event["detail-type"]
+    if source != "aws.s3":
+        raise MalformedEvent(f"an EventBridge event from {source!r}, not from aws.s3")
+    if detail_type != "Object Created":
+        return None  # Object Deleted, Object Restore Completed, Object Tags Added, ...: nothing to do
+    try:
+        bucket, obj = event["detail"]["bucket"]["name"], event["detail"]["object"]
+        key = obj["key"]
+    except (KeyError, TypeError):
+        raise MalformedEvent(
+            "an EventBridge Object Created event without detail.bucket.name and detail.object.key"
+        ) from None
+    if not (isinstance(bucket, str) and bucket and isinstance(key, str) and key):
+        raise MalformedEvent("an EventBridge Object Created event with an empty or non-string bucket name or key")
+    try:
+        encoded = quote_plus(key)  # created_object decodes keys, as S3 encodes them in its own notifications
+    except UnicodeEncodeError:
+        raise MalformedEvent("an EventBridge Object Created event whose key is not valid Unicode") from None
+    reason = event["detail"].get("reason")
+    record = {
+        "eventName": f"ObjectCreated:{reason if isinstance(reason, str) else 'Put'}",
+        "eventTime": event.get("time"),
+        "s3": {
+            "bucket": {"name": bucket},
+            "object": {
+                "key": encoded,
+                "size": obj.get("size"),
+                "eTag": obj.get("etag"),
+                "versionId": obj.get("version-id"),
+                "sequencer": obj.get("sequencer"),
+            },
+        },
+    }
+    created_object(record)  # MalformedEvent when it names no version (no etag, version-id or sequencer)
+    return {"Records": [record]}

@@ -59,7 +59,7 @@ class Ingester:
 
     def submit(self, job: ObjectJob, source: str = "poll") -> str | None:
         """Submit ``job`` (a no-op if its id exists) and mark its object seen; None if the job is invalid.
-        ``source`` (redis_list, http, poll) labels its count in the metrics."""
+        ``source`` (redis_list, http, sqs, poll) labels its count in the metrics."""
         rule = job.rule
         try:
             with self._submitting:

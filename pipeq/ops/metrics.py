@@ -117,7 +117,7 @@ webhook_dead_letters = Counter(
 
 ingest_events = Counter(
     "pipeq_ingest_events_total",
-    "Objects and events reaching the ingester by source (redis_list, http, poll) and outcome: submitted,"
+    "Objects and events reaching the ingester by source (redis_list, http, sqs, poll) and outcome: submitted,"
     " duplicate (an object version seen before), refused (not a valid job), unmatched (an event no rule matches),"
     " malformed (not a bucket notification).",
     ["source", "outcome"],

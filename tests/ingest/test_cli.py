@@ -1,16 +1,21 @@
 """``pipeq ingest``: its arguments, and every source it names running until SIGTERM."""
 
 import argparse
+import functools
+import json
 import os
 import signal
 import socket
 import threading
+import uuid
 
 import httpx
 import pytest
 
 from devtools.local_services import free_port
 from pipeq.config.settings import Metrics
+from pipeq.core.storage import sqs_client
+from pipeq.ingest import cli
 from pipeq.ingest.cli import add_cli, run_cli
 from tests.support.s3_events import put, redis_entry, webhook_body
 from tests.support.waiting import wait_until
@@ -37,9 +42,18 @@ def test_the_arguments_name_the_sources():
         "t",
     )
     assert parse("--http", "127.0.0.1:9000").http == ("127.0.0.1", 9000)
+    assert parse("--sqs", "https://sqs.eu-west-1.amazonaws.com/123456789012/a", "--sqs", "q2").sqs == [
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/a",
+        "q2",
+    ]
+    assert parse("--poll", "1").sqs is None
     for wrong in ("nowhere", "host:port", "8080"):
         with pytest.raises(SystemExit):
             parse("--http", wrong)
+    assert parse("--poll", "1").poll_full_every == 1 and parse("--poll-full-every", "10").poll_full_every == 10
+    for wrong in ("0", "-1", "1.5", "10001", "x"):
+        with pytest.raises(SystemExit):
+            parse("--poll-full-every", wrong)
 
 
 def test_the_auth_token_defaults_to_the_environment(monkeypatch):
@@ -53,7 +67,7 @@ def test_the_command_needs_rules_and_a_source(offline, settings, capsys):
     assert run_cli(parse("--poll", "1"), settings) == 2
     assert "no [[ingest]] rules" in capsys.readouterr().err
     assert run_cli(parse(), offline.settings) == 2
-    assert "--redis-list, --http or --poll" in capsys.readouterr().err
+    assert "--redis-list, --http, --sqs or --poll" in capsys.readouterr().err
 
 
 def test_the_command_needs_an_id_key_and_says_how_to_make_one(offline, capsys):
@@ -100,6 +114,30 @@ def test_the_command_runs_every_source_it_names_until_sigterm(offline, s3, bucke
     assert sorted(job["id"] for job in offline.queued()) == sorted([POSTED, PUSHED, POLLED])
     with pytest.raises(httpx.TransportError):
         httpx.get(url)  # the endpoint is closed
+
+
+def test_the_command_reads_every_sqs_queue_it_names_until_sigterm(offline, s3, bucket, settings, monkeypatch):
+    sqs = sqs_client(settings)
+    urls = [sqs.create_queue(QueueName=f"ingest-cli-{uuid.uuid4().hex[:12]}")["QueueUrl"] for _ in range(2)]
+    for n, url in enumerate(urls):
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"Records": [put(s3, bucket, f"notes/{n}", b"sqs")]}))
+    monkeypatch.setattr(cli, "SqsSource", functools.partial(cli.SqsSource, wait_s=1))  # a prompt stop
+
+    def drive() -> None:
+        try:
+            wait_until(lambda: len(offline.queued()) == 2, message="two jobs were not queued")
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    rc = run_cli(parse("--sqs", urls[0], "--sqs", urls[1]), offline.settings)
+    driver.join()
+    assert rc == 0
+    assert sorted(job["input"]["uri"] for job in offline.queued()) == [f"s3://{bucket}/notes/{n}" for n in range(2)]
+    for url in urls:
+        sqs.delete_queue(QueueUrl=url)
+    sqs.close()
 
 
 def _up(url: str) -> bool:

@@ -1,6 +1,8 @@
-"""Bucket notifications shaped as MinIO sends them (S3's records have the same fields), for ingestion tests."""
+"""Bucket notifications shaped as MinIO sends them (S3's records have the same fields), and as they reach SQS
+through SNS or EventBridge, for ingestion tests."""
 
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus
@@ -60,6 +62,86 @@ def webhook_body(*records: dict[str, Any]) -> dict[str, Any]:
         "Key": f"{first['bucket']['name']}/{first['object']['key']}",
         "Records": list(records),
     }
+
+
+TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:media-uploads"
+
+
+def _sns_message(kind: str, message: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "Type": kind,
+        "MessageId": str(uuid.uuid4()),
+        **fields,
+        "TopicArn": TOPIC_ARN,
+        "Message": message,
+        "Timestamp": _now(),
+        "SignatureVersion": "1",
+        "Signature": "EXAMPLEpH+DcEwjAPg8O9mY8dReBSwksfg2S7WKQcikcNKWLQjwu6A4VbeS0QHVCkhRS7fUQvi2egU3N858=",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-f3ecfb7224c7233fe7bb5f59f96de52f.pem",
+    }
+
+
+def sns_envelope(event: dict[str, Any]) -> str:
+    """What an SQS queue subscribed to an SNS topic (raw message delivery off) receives when S3 publishes ``event``
+    (e.g. ``{"Records": [...]}``) to the topic: the event as the JSON string ``Message``."""
+    unsubscribe = f"https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={TOPIC_ARN}:2bcfbf39"
+    return json.dumps(
+        _sns_message("Notification", json.dumps(event), Subject="Amazon S3 Notification", UnsubscribeURL=unsubscribe)
+    )
+
+
+def sns_subscription_confirmation() -> str:
+    """What SNS sends a queue subscribed to its topic until the subscription is confirmed."""
+    token = "2336412f37fb687f5d51e6e2425c464de12884c0c7a7b8d2e3e3f1e0a1b2c3d4"
+    return json.dumps(
+        _sns_message(
+            "SubscriptionConfirmation",
+            f"You have chosen to subscribe to the topic {TOPIC_ARN}.\nTo confirm the subscription, visit the"
+            " SubscribeURL included in this message.",
+            Token=token,
+            SubscribeURL=f"https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={TOPIC_ARN}"
+            f"&Token={token}",
+        )
+    )
+
+
+def eventbridge_event(
+    bucket: str,
+    key: str,
+    etag: str | None,
+    detail_type: str = "Object Created",
+    version_id: str | None = None,
+    size: int = 0,
+    reason: str = "PutObject",
+) -> str:
+    """An S3 event as an EventBridge rule delivers it to an SQS queue; the key as it is (EventBridge does not
+    URL-encode it), the ETag unquoted."""
+    obj: dict[str, Any] = {"key": key, "size": size, "sequencer": "617f08299329d189"}
+    if etag is not None:
+        obj["etag"] = etag.strip('"')
+    if version_id is not None:
+        obj["version-id"] = version_id
+    return json.dumps(
+        {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": detail_type,
+            "source": "aws.s3",
+            "account": "123456789012",
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": "us-east-1",
+            "resources": [f"arn:aws:s3:::{bucket}"],
+            "detail": {
+                "version": "0",
+                "bucket": {"name": bucket},
+                "object": obj,
+                "request-id": "N4N7GDK58NMKJ12R",
+                "requester": "123456789012",
+                "source-ip-address": "1.2.3.4",
+                "reason": reason,
+            },
+        }
+    )
 
 
 INGEST_ID_KEY = "pipeq-tests-ingest-id-key-0123456789"
