@@ -1,8 +1,10 @@
 """Server-Sent Events: a job's state changes and progress, read to the end of the stream."""
 
 import json
+import uuid
 
 import httpx
+import pytest
 
 from tests.api.conftest import PARKED, bearer
 from tests.support.settings import model_name
@@ -96,3 +98,30 @@ def test_one_token_cannot_take_every_stream(redis_url, s3_endpoint, tiny_models,
             assert second.status_code == 429 and "token 'alpha'" in second.json()["detail"]
             with http.stream("GET", f"/v1/jobs/{betas['id']}/events", headers=bearer("capped")) as other:
                 assert other.status_code == 200 and next(other.iter_lines()) == "retry: 2000"
+
+
+@pytest.mark.slow
+def test_a_long_transcription_streams_its_progress(http, worker, s3):
+    from devtools.media import repeated, speech
+    from tests.support.settings import BUCKET
+
+    audio = repeated(speech("Long recordings are split into chunks of ten seconds."), "OGG", "VORBIS", minutes=4)
+    key = f"uploads/alpha/{uuid.uuid4().hex}/long.ogg"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=audio)
+    job = http.post(
+        "/v1/jobs",
+        json={
+            "task": "automatic-speech-recognition",
+            "input": f"s3://{BUCKET}/{key}",
+            "parameters": {"chunk_length_s": 2, "stride_length_s": 0.25},  # many pieces: a few seconds
+        },
+        headers=bearer("alpha"),
+    )
+    assert job.status_code == 201, job.text
+    events = read_events(http, job.json()["id"])
+    progress = [data for kind, _, data in events if kind == "progress"]
+    assert events[-1][2]["state"] == "succeeded" and events[-1][2]["result"]["text"]
+    assert progress, [(kind, data.get("state")) for kind, _, data in events]
+    fractions = [data["fraction"] for data in progress]
+    assert fractions == sorted(fractions) and fractions[0] > 0 and fractions[-1] <= 1
+    assert all(data["detail"].startswith("chunk ") for data in progress)
