@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipeq.config.settings import drain_timeout, load_settings
+from pipeq.core.messaging import node_name
 from pipeq.ops.http import PortInUse, check_port_free
 from pipeq.worker.supervisor import supervise
 
@@ -146,7 +147,7 @@ def run_worker(
             "worker",
             f"--queues={','.join(queues)}",
             f"--loglevel={loglevel}",
-            f"--hostname={name or f'pipeq-{label}@%h'}",
+            f"--hostname={node_name(label, name)}",
             "--pool=solo",
             "--without-gossip",
             "--without-mingle",

@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--devices", help="one worker process per device: all (every GPU), cpu, or GPU indices 0,1")
     worker.add_argument("--queues", help="comma-separated queues (default: every catalogue queue)")
     worker.add_argument("--loglevel", default="INFO")
-    worker.add_argument("--name", help="Celery node name (default pipeq-<device>@host)")
+    worker.add_argument("--name", help="Celery node name (default pipeq-<device>-<pid>@host: unique on a host)")
     worker.add_argument(
         "-E",
         "--task-events",

@@ -1,5 +1,6 @@
 """The Celery wiring producers and workers share: one task name, JSON only, late acks, Redis broker options."""
 
+import os
 import time
 
 from celery import Celery
@@ -26,6 +27,13 @@ def broker_priority(priority: str) -> int:
 def sent_now() -> dict[str, float]:
     """The headers of a message sent now."""
     return {SENT_AT_HEADER: time.time()}
+
+
+def node_name(kind: str, name: str | None = None) -> str:
+    """A worker's Celery node name: ``name`` where given, else ``pipeq-<kind>-<pid>@<host>`` (Celery fills in the
+    host from ``%h``), unique among the workers of a host, so job records, Flower and ``celery inspect`` tell them
+    apart and Celery warns of no duplicate node name."""
+    return name or f"pipeq-{kind}-{os.getpid()}@%h"
 
 
 def prefetch_count(settings: Settings) -> int:

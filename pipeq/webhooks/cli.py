@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeq.config.settings import Settings
+from pipeq.core.messaging import node_name
 from pipeq.core.records import RecordStore
 from pipeq.ops.http import PortInUse, redis_health, serve
 from pipeq.webhooks.dead_letters import DeadLetters
@@ -42,7 +43,7 @@ def _celery_worker(settings: Settings, concurrency: int, loglevel: str, name: st
             "-c",
             str(concurrency),
             f"--loglevel={loglevel}",
-            f"--hostname={name or 'pipeq-webhooks@%h'}",
+            f"--hostname={node_name('webhooks', name)}",
             "--without-gossip",
             "--without-mingle",
             *(["--task-events"] if task_events else []),
@@ -60,7 +61,7 @@ def add_cli(subparsers: Any) -> None:
     worker = actions.add_parser("worker", help="run the webhook delivery worker (threads pool)")
     worker.add_argument("--concurrency", type=int, default=16, help="deliveries in flight at once")
     worker.add_argument("--loglevel", default="INFO")
-    worker.add_argument("--name", help="Celery node name (default pipeq-webhooks@host)")
+    worker.add_argument("--name", help="Celery node name (default pipeq-webhooks-<pid>@host)")
     worker.add_argument("-E", "--task-events", action="store_true", help="send Celery task events (Flower)")
     actions.add_parser("new-secret", help="print a new signing secret for [webhooks] secret (whsec_ + base64)")
 

@@ -77,7 +77,10 @@ def test_a_worker_process_serves_its_metrics_and_probes(ops_setup, tmp_path):
         stuck = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS + 4)]  # say nothing
         try:
             ids = client.submit_many(TEXT, [f"review {i} was fine" for i in range(30)], model=settings.models[0].name)
-            assert {record.state for record in client.wait_many(ids, timeout=120).values()} == {"succeeded"}
+            records = client.wait_many(ids, timeout=120).values()
+            assert {record.state for record in records} == {"succeeded"}
+            # a node name of its own: device, pid, host
+            assert {record.worker for record in records} == {f"pipeq-cpu-{worker.pid}@{socket.gethostname()}"}
         finally:  # jobs ran while every slot of the endpoint was held by a scraper that never asked
             for connection in stuck:
                 connection.close()
