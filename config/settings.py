@@ -234,7 +234,16 @@ class Settings(BaseSettings):
     models: list[ModelEntry] = []
     result_ttl: PositiveInt = Field(default=7 * 24 * 3600, description="seconds job records are kept")
     visibility_timeout: PositiveInt | None = Field(
-        default=None, description="seconds before the broker redelivers an unacked job (default: from models)"
+        default=None,
+        description="seconds before the broker redelivers an unacked webhook delivery (default: more than the"
+        " longest webhook backoff); model queues use dead_after_s",
+    )
+    dead_after_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="a model worker silent this long (it touches what it holds every dead_after_s / 6) is dead: the"
+        " jobs it held go back to the queue for the others; a worker paused for less keeps them",
     )
     max_attempts: PositiveInt = Field(
         default=3,
@@ -330,17 +339,14 @@ class Settings(BaseSettings):
         return Catalogue(self.models)
 
     def broker_visibility_timeout(self) -> int:
-        """How long the broker waits before redelivering an unacked job.
-
-        It must exceed the longest a message can sit unacked in a worker: a job's flush interval, the batch
-        ahead of it and its own batch; a webhook delivery waiting for its retry. Unless set, it is twice the
-        slowest model's ``expected_seconds`` plus margin, and more than the longest webhook backoff.
-        """
+        """How long the broker waits before redelivering an unacked webhook delivery: it may sit unacked in the
+        webhook worker while it waits for its retry, so unless set it is more than the longest webhook backoff.
+        Model queues use ``dead_after_s`` instead: a live worker keeps what it holds (pipeq.worker.engine's
+        keep-alive), so only a silent one loses its jobs."""
         if self.visibility_timeout:
             return self.visibility_timeout
-        slowest = max((m.expected_seconds + m.max_wait_s for m in self.models), default=60.0)
         retry_wait = self.webhooks.max_backoff + self.webhooks.timeout
-        return int(max(300, 2 * slowest + 60, retry_wait + 60))
+        return int(max(300, retry_wait + 60))
 
 
 DRAIN_MARGIN_S = 15.0

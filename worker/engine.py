@@ -332,7 +332,7 @@ class Engine:
         self._prepared.put(None)
 
     def _keepalive_loop(self) -> None:
-        interval = self.settings.broker_visibility_timeout() / 4
+        interval = self.settings.dead_after_s / 6  # jobs untouched for dead_after_s go to other workers
         while not self._stopping.wait(interval):
             self.touch_held()
 

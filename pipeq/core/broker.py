@@ -30,7 +30,9 @@ connections from the channel's pool, so one serves them all; it is rebuilt when 
 **Keep-alive.** kombu redelivers an unacked message once its delivery time in ``unacked_index`` is older than
 the visibility timeout, even when the worker holding it is alive and merely busy. :meth:`QoS.touch` moves a
 held message's delivery time to now, so a worker that touches what it holds every fraction of the timeout
-keeps its jobs however long they wait or run.
+keeps its jobs however long they wait or run. That makes the timeout a dead-worker detector: model queues use
+``dead_after_s`` (30 s) as theirs, so a worker killed or paused for longer loses its jobs to the others within it
+and one sweep, where an untouched timeout must outlast the longest batch (pipeq.core.messaging).
 """
 
 import hashlib
@@ -161,8 +163,17 @@ class _Fetch:
     blocking: bool
 
 
+RESTORE_BATCH = 1000
+"""Most messages one sweep returns to their queues (kombu's default is 10: a dead worker's 4 x max_batch_jobs jobs
+would take dozens of sweeps)."""
+
+
 class QoS(kombu_redis.QoS):
-    """kombu's Redis ack emulation, with :meth:`touch` to keep held messages from being redelivered."""
+    """kombu's Redis ack emulation, with :meth:`touch` to keep held messages from being redelivered, and sweeps
+    that return up to RESTORE_BATCH messages at once."""
+
+    def restore_visible(self, start: int = 0, num: int | None = 10, interval: int = 10) -> None:
+        super().restore_visible(start, None if num is None else max(num, RESTORE_BATCH), interval)  # None: all
 
     def touch(self, delivery_tags: Iterable[str]) -> int:
         """Set the delivery time of these unacked messages to now; returns how many were still unacked.

@@ -44,9 +44,38 @@ def prefetch_count(settings: Settings) -> int:
     return 4 * largest
 
 
-def make_celery(settings: Settings) -> Celery:
-    """A Celery app for ``settings``: JSON serialisation, late acks, requeue on worker loss."""
-    visibility = settings.broker_visibility_timeout()
+WEBHOOK_UNACKED_KEYS = {
+    "unacked_key": "pipeq.webhooks.unacked",
+    "unacked_index_key": "pipeq.webhooks.unacked_index",
+    "unacked_mutex_key": "pipeq.webhooks.unacked_mutex",
+}
+"""Where the webhook worker's unacked deliveries are kept: apart from the model queues' (kombu's default keys), so
+that each has its own redelivery time."""
+
+
+def redelivery_options(settings: Settings, webhooks: bool = False) -> dict[str, object]:
+    """The broker options that say when an unacked message goes back to its queue.
+
+    Model queues: after ``dead_after_s`` without a touch. A live worker touches what it holds every
+    ``dead_after_s / 6``, so only a dead (or paused) one loses its jobs, within ``dead_after_s`` plus one sweep
+    (every ``dead_after_s / 6``, at most 10 s). Webhook deliveries, which sit unacked while they wait for their
+    retry: after ``broker_visibility_timeout()``, kept under keys of their own."""
+    visibility = settings.broker_visibility_timeout() if webhooks else settings.dead_after_s
+    options: dict[str, object] = {
+        "visibility_timeout": visibility,
+        "unacked_restore_interval": max(1.0, min(10.0, visibility / 6)),
+        "unacked_restore_throttle": 1,
+        # A worker killed while holding the restore lock must not block redelivery for kombu's 5 minutes.
+        "unacked_mutex_expire": int(max(1, min(300, visibility // 2))),
+    }
+    if webhooks:
+        options.update(WEBHOOK_UNACKED_KEYS)
+    return options
+
+
+def make_celery(settings: Settings, webhooks: bool = False) -> Celery:
+    """A Celery app for ``settings``: JSON serialisation, late acks, requeue on worker loss; ``webhooks``: the
+    webhook worker's (its own redelivery time, see :func:`redelivery_options`)."""
     app = Celery("pipeq", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
@@ -62,12 +91,6 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport="pipeq.core.broker:Transport" if settings.broker_url.startswith("redis") else None,
-        broker_transport_options={
-            "visibility_timeout": visibility,
-            "unacked_restore_interval": max(1, min(10, visibility // 4)),
-            "unacked_restore_throttle": 1,
-            # A worker killed while holding the restore lock must not block redelivery for kombu's 5 minutes.
-            "unacked_mutex_expire": max(1, min(300, visibility // 2)),
-        },
+        broker_transport_options=redelivery_options(settings, webhooks),
     )
     return app

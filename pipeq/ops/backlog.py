@@ -7,7 +7,8 @@ Per queue:
   list's oldest message is at index -1. A wake token (:data:`pipeq.core.broker.WAKE_TOKEN`) at the end of the
   normal list is no message and is not counted (one elsewhere, which is rare and brief, is);
 * **held**: messages workers took and have not acked (prefetched, waiting for a micro-batch, running). kombu keeps
-  them in the hash ``unacked`` (field: delivery tag; value: JSON ``[message, exchange, routing_key]``); pipeq
+  them in the hash ``unacked`` (the webhook worker's: ``pipeq.webhooks.unacked``; field: delivery tag; value:
+  JSON ``[message, exchange, routing_key]``); pipeq
   publishes to the default exchange, where the routing key is the queue. A message being fetched sits in one of
   pipeq's in-flight lists for a moment (:mod:`pipeq.core.broker`; ``pipeq.inflight.sources`` names the list it
   came from): those count as held too;
@@ -43,14 +44,15 @@ from prometheus_client.core import GaugeMetricFamily
 
 from pipeq.config.settings import Settings
 from pipeq.core.broker import SOURCES, WAKE_TOKEN, priority_lists, queue_of
-from pipeq.core.messaging import SENT_AT_HEADER
+from pipeq.core.messaging import SENT_AT_HEADER, WEBHOOK_UNACKED_KEYS
 from pipeq.ops.metrics import BACKLOG_LABELS, BACKLOG_UP, QUEUE_HELD, QUEUE_OLDEST_AGE, QUEUE_WAITING
 
 log = logging.getLogger(__name__)
 
 """The message header holding when a message was published (Unix time, a float)."""
 UNACKED = "unacked"
-"""kombu's hash of unacked messages (its Redis transport's default ``unacked_key``)."""
+"""kombu's hash of unacked messages (its Redis transport's default ``unacked_key``): the model queues'."""
+UNACKED_KEYS = (UNACKED, WEBHOOK_UNACKED_KEYS["unacked_key"])
 MAX_SCANNED = 100_000
 """Most entries read from each hash (unacked messages, in-flight lists) per read."""
 SCAN_PAGE = 1000
@@ -250,7 +252,8 @@ def _count_in_flight(client: redis.Redis, queues: Sequence[str], held: Counter[s
 
 
 def _count_unacked(client: redis.Redis, queues: Sequence[str], held: Counter[str], max_scanned: int) -> None:
-    """Add the messages of kombu's unacked hash to ``held``, by queue (each entry's routing key)."""
+    """Add the messages of kombu's unacked hashes (the model queues', the webhook worker's) to ``held``, by queue
+    (each entry's routing key)."""
     script = client.register_script(_UNACKED_TAILS)
 
     def tails(key: str, cursor: int, count: int) -> tuple[int, dict[bytes, bytes]]:
@@ -258,10 +261,11 @@ def _count_unacked(client: redis.Redis, queues: Sequence[str], held: Counter[str
         return int(next_cursor), dict(zip(flat[0::2], flat[1::2], strict=True))
 
     wanted = set(queues)
-    for _, tail in _scan(client, UNACKED, max_scanned, tails):
-        queue = routing_key(tail)
-        if queue in wanted:
-            held[queue] += 1
+    for key in UNACKED_KEYS:
+        for _, tail in _scan(client, key, max_scanned, tails):
+            queue = routing_key(tail)
+            if queue in wanted:
+                held[queue] += 1
 
 
 def _scan(client: redis.Redis, key: str, max_scanned: int, step: Any) -> Iterator[tuple[bytes, bytes]]:

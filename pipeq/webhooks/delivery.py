@@ -304,7 +304,7 @@ def _give_up(
 
 def create_webhooks_app(settings: Settings) -> Celery:
     """A Celery app that only delivers webhooks (no models, no torch)."""
-    app = make_celery(settings)
+    app = make_celery(settings, webhooks=True)
     app.pipeq_settings = settings
     app.conf.worker_prefetch_multiplier = 4
     register(app)
@@ -317,7 +317,7 @@ def redeliver(settings: Settings, job_id: str, app: Celery | None = None) -> dic
     entry = letters.take(job_id)
     if entry is None:
         raise KeyError(f"no failed webhook delivery for job {job_id}")
-    sender = app or make_celery(settings)
+    sender = app or make_celery(settings, webhooks=True)
     try:
         sender.send_task(DELIVER_TASK, args=[job_id], queue=settings.webhooks.queue, headers=sent_now())
     except Exception:

@@ -105,6 +105,18 @@ def test_touch_keeps_a_held_message_from_being_redelivered(broker):
     queue.close()
 
 
+def test_one_sweep_returns_every_message_a_dead_worker_held(broker):
+    connection, client = broker
+    queue = connection.SimpleQueue(QUEUE)
+    for n in range(150):  # more than kombu's 10 a sweep: a dead worker holds up to 4 x max_batch_jobs
+        queue.put({"n": n})
+    held = [queue.get(timeout=5) for _ in range(150)]
+    client.zadd("unacked_index", {message.delivery_tag: time.time() - 60 for message in held})  # silent a minute
+    held[0].channel.qos.restore_visible(num=10, interval=1)  # as kombu calls it
+    assert client.llen(QUEUE) == 150 and client.hlen("unacked") == 0
+    queue.close()
+
+
 # -- priorities ------------------------------------------------------------------------------------------------
 
 

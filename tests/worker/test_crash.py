@@ -19,8 +19,8 @@ TEXT = "text-classification"
 
 @pytest.fixture
 def crash_setup(redis_url, s3_endpoint, tiny_models, tmp_path, redis_db):
-    """Settings on their own Redis databases with a short visibility timeout, and their config file."""
-    settings = make_settings(redis_url, s3_endpoint, {TEXT: tiny_models[TEXT]}, db=redis_db, visibility_timeout=3)
+    """Settings on their own Redis databases, a killed worker's jobs back after 3 s, and their config file."""
+    settings = make_settings(redis_url, s3_endpoint, {TEXT: tiny_models[TEXT]}, db=redis_db, dead_after_s=3)
     entry = settings.models[0].model_copy(update={"max_batch_jobs": 2, "max_wait_s": 0.01, "queue": "crash"})
     settings = settings.model_copy(update={"models": [ModelEntry(**entry.model_dump())]})
     client = Client(settings)

@@ -1,4 +1,4 @@
-"""Jobs held by a busy worker longer than the visibility timeout are not redelivered: the engine keeps them alive."""
+"""Jobs held by a busy worker longer than dead_after_s are not redelivered: the engine keeps them alive."""
 
 import threading
 import time
@@ -23,9 +23,7 @@ JOBS = 800
 @pytest.fixture
 def keepalive_setup(redis_url, s3_endpoint, tiny_models, tmp_path, redis_db):
     """One job per batch, and prefetch (4 x the largest max_batch_jobs) large enough to hold every job at once."""
-    settings = make_settings(
-        redis_url, s3_endpoint, {TEXT: tiny_models[TEXT]}, db=redis_db, visibility_timeout=VISIBILITY
-    )
+    settings = make_settings(redis_url, s3_endpoint, {TEXT: tiny_models[TEXT]}, db=redis_db, dead_after_s=VISIBILITY)
     one_at_a_time = settings.models[0].model_copy(update={"max_batch_jobs": 1, "max_wait_s": 0.01, "queue": QUEUE})
     roomy = settings.models[0].model_copy(update={"name": "roomy", "max_batch_jobs": JOBS, "queue": "keepalive-unused"})
     models = [ModelEntry(**entry.model_dump()) for entry in (one_at_a_time, roomy)]
@@ -58,7 +56,7 @@ class PushCounter:
         self._monitor.connection.disconnect()
 
 
-def test_jobs_waiting_longer_than_the_visibility_timeout_run_once(keepalive_setup, redis_url, redis_db, tmp_path):
+def test_jobs_waiting_longer_than_dead_after_run_once(keepalive_setup, redis_url, redis_db, tmp_path):
     _settings, config, client = keepalive_setup
     ids = client.submit_many(TEXT, [f"review number {i} was fine" for i in range(JOBS)], model="tiny-" + TEXT)
     pushes = PushCounter(redis_url, redis_db, QUEUE)  # from now on, a push onto the queue is a redelivery
