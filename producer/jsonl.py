@@ -32,7 +32,7 @@ def read_requests(stream: BinaryIO, lines: list[int], max_line: int) -> Iterator
         if len(line) > max_line:
             raise InvalidJob(f"longer than {max_line} bytes (limits.max_text_chars and max_inline_bytes bound it)")
         try:
-            value = json.loads(line, parse_constant=_refuse_constant)
+            value = json.loads(line, parse_constant=refuse_constant)
         except ValueError as exc:  # UnicodeDecodeError included
             raise InvalidJob(f"not a JSON value ({str(exc)[:120]}): give one JSON object per line") from None
         except RecursionError:
@@ -40,5 +40,6 @@ def read_requests(stream: BinaryIO, lines: list[int], max_line: int) -> Iterator
         yield value
 
 
-def _refuse_constant(name: str) -> Any:
+def refuse_constant(name: str) -> Any:
+    """``json.loads``'s ``parse_constant``: NaN, Infinity and -Infinity are not JSON (Python accepts them)."""
     raise ValueError(f"{name} is not JSON")

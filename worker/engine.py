@@ -48,6 +48,7 @@ from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import Limits, Settings
 from pipeq.config.tasks import TaskSpec, task_spec
 from pipeq.core.contract import PRIORITIES, Job
+from pipeq.core.messaging import keepalive_interval_s
 from pipeq.core.records import FINAL_STATES, JobError, JobRecord, Progress, RecordStore, now
 from pipeq.core.results import ResultStorage
 from pipeq.core.webhook_events import wants
@@ -332,7 +333,7 @@ class Engine:
         self._prepared.put(None)
 
     def _keepalive_loop(self) -> None:
-        interval = self.settings.dead_after_s / 6  # jobs untouched for dead_after_s go to other workers
+        interval = keepalive_interval_s(self.settings)  # jobs untouched for dead_after_s go to other workers
         while not self._stopping.wait(interval):
             self.touch_held()
 

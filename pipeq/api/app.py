@@ -12,7 +12,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from hashlib import sha256
 from importlib.resources import files
 from typing import Annotated, Any, TypeVar
@@ -43,6 +43,7 @@ from pipeq.core.contract import InvalidJob, check_object_access
 from pipeq.core.records import JobRecord, now
 from pipeq.core.storage import s3_client
 from pipeq.producer.client import Client, JobConflict, UnknownJob
+from pipeq.producer.jsonl import refuse_constant
 
 log = logging.getLogger("pipeq.api")
 T = TypeVar("T")
@@ -146,21 +147,25 @@ class Api:
             headers["Preference-Applied"] = f"wait={seconds:g}"
             return await self.wait(principal, record, seconds)
 
+    async def updates(self, job_id: str, heartbeat_s: float | None = None) -> AsyncIterator[JobRecord]:
+        """The job's record now and at each change until it is final (pipeq.api.watch), a queued one past its
+        deadline made expired on the way (as the client's reads do); it ends if the record is gone."""
+        async for seen in watch(self.watcher, job_id, heartbeat_s):
+            if seen is None:
+                return
+            if seen.state == "queued" and seen.past_deadline():
+                seen = (await run_in_threadpool(self.client.settle_overdue, [seen]))[0]
+            yield seen
+            if seen.done:
+                return
+
     async def wait(self, principal: Principal, record: JobRecord, seconds: float) -> JobRecord:
         """``record`` once final, or as it is after ``seconds``."""
         latest = record
-        try:
+        with suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                async for seen in watch(self.watcher, record.id):
-                    if seen is None:
-                        break
+                async for seen in self.updates(record.id):
                     latest = seen
-                    if seen.state == "queued" and seen.past_deadline():
-                        latest = (await run_in_threadpool(self.client.settle_overdue, [seen]))[0]
-                        if latest.done:
-                            break
-        except TimeoutError:
-            pass
         return latest
 
     async def close(self) -> None:
@@ -189,15 +194,11 @@ async def read_json(request: Request, limit: int) -> Any:
         if len(body) > limit:
             raise Problem(413, "body-too-large", f"the body is larger than {limit} bytes (api.max_body_bytes)")
     try:
-        return json.loads(body, parse_constant=_no_constant)
+        return json.loads(body, parse_constant=refuse_constant)
     except RecursionError:
         raise Problem(400, "malformed-json", "the body's JSON is nested too deeply") from None
     except ValueError as exc:
         raise Problem(400, "malformed-json", f"the body is not JSON: {str(exc)[:160]}") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def invalid(exc: InvalidJob, index: int | None = None) -> Problem:
@@ -494,12 +495,7 @@ async def _events(api: Api, principal: Principal, record: JobRecord) -> AsyncIte
         number = 0
         last_state, last_progress = None, None
         try:
-            async for update in watch(api.watcher, record.id, heartbeat_s=KEEPALIVE_S):
-                if update is None:
-                    return
-                seen = update
-                if seen.state == "queued" and seen.past_deadline():
-                    seen = (await run_in_threadpool(api.client.settle_overdue, [seen]))[0]
+            async for seen in api.updates(record.id, heartbeat_s=KEEPALIVE_S):
                 if seen.state != last_state:
                     number += 1
                     yield _event("state", number, await run_in_threadpool(api.view, principal, seen))
@@ -509,8 +505,6 @@ async def _events(api: Api, principal: Principal, record: JobRecord) -> AsyncIte
                 else:
                     yield ": keep-alive\n\n"
                 last_state, last_progress = seen.state, seen.progress
-                if seen.done:
-                    return
         except DOWN:
             yield _event("error", number + 1, unavailable("Redis stopped answering; reconnect later").document())
 

@@ -53,6 +53,15 @@ WEBHOOK_UNACKED_KEYS = {
 that each has its own redelivery time."""
 
 
+KEEPALIVES_PER_DEAD_AFTER = 6
+"""How many times within ``dead_after_s`` a model worker touches what it holds, and the broker sweeps for it."""
+
+
+def keepalive_interval_s(settings: Settings) -> float:
+    """How often a model worker touches the messages it holds: ``dead_after_s`` of silence makes it dead."""
+    return settings.dead_after_s / KEEPALIVES_PER_DEAD_AFTER
+
+
 def redelivery_options(settings: Settings, webhooks: bool = False) -> dict[str, object]:
     """The broker options that say when an unacked message goes back to its queue.
 
@@ -63,7 +72,7 @@ def redelivery_options(settings: Settings, webhooks: bool = False) -> dict[str, 
     visibility = settings.broker_visibility_timeout() if webhooks else settings.dead_after_s
     options: dict[str, object] = {
         "visibility_timeout": visibility,
-        "unacked_restore_interval": max(1.0, min(10.0, visibility / 6)),
+        "unacked_restore_interval": max(1.0, min(10.0, visibility / KEEPALIVES_PER_DEAD_AFTER)),
         "unacked_restore_throttle": 1,
         # A worker killed while holding the restore lock must not block redelivery for kombu's 5 minutes.
         "unacked_mutex_expire": int(max(1, min(300, visibility // 2))),

@@ -56,32 +56,31 @@ class SeenVersions:
         window's), and when the current one expires (Unix time)."""
         current = int(time.time()) // self.window_s
         keys = [f"{PREFIX}{window}" for window in range(current - WINDOWS, current + 1)]
-        return [*keys, LEGACY_KEY], (current + 1) * self.window_s + self.retention_s
+        return keys, (current + 1) * self.window_s + self.retention_s
 
     def add(self, seen: str) -> bool:
         """Remember a version; whether it was new (not remembered before)."""
-        keys, expires = self._windows()
-        return bool(self._add(keys=keys, args=[digest(seen), expires, seen]))
+        windows, expires = self._windows()
+        return bool(self._add(keys=[*windows, LEGACY_KEY], args=[digest(seen), expires, seen]))
 
     def missing(self, seens: list[str]) -> list[bool]:
         """For each version, whether it is not remembered."""
         if not seens:
             return []
-        keys, _ = self._windows()
-        legacy = keys.pop()
+        windows, _ = self._windows()
         digests = [digest(seen) for seen in seens]
         pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
+        for key in windows:
             pipe.smismember(key, digests)
-        pipe.smismember(legacy, seens)
+        pipe.smismember(LEGACY_KEY, seens)
         found = pipe.execute()
         return [not any(column) for column in zip(*found, strict=True)]
 
     def mark(self, seens: list[str]) -> None:
         """Remember versions (already remembered ones too)."""
         if seens:
-            keys, expires = self._windows()
+            windows, expires = self._windows()
             pipe = self.redis.pipeline(transaction=False)
-            pipe.sadd(keys[-2], *[digest(seen) for seen in seens])
-            pipe.expireat(keys[-2], expires)
+            pipe.sadd(windows[-1], *[digest(seen) for seen in seens])
+            pipe.expireat(windows[-1], expires)
             pipe.execute()

@@ -45,4 +45,4 @@ def test_the_legacy_set_counts_and_is_given_a_lifetime(redis_url, redis_db):
     assert 0 < client.ttl(LEGACY_KEY) <= 3600
     assert memory.missing(["media/old.wav@9", "media/new.wav@1"]) == [False, True]
     assert memory.add("media/old.wav@9") is False
-    assert len(memory._windows()[0]) == WINDOWS + 2  # the windows' sets and the legacy set
+    assert len(memory._windows()[0]) == WINDOWS + 1  # the current window and the WINDOWS before it
