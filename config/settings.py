@@ -245,6 +245,19 @@ class Settings(BaseSettings):
         description="a model worker silent this long (it touches what it holds every dead_after_s / 6) is dead: the"
         " jobs it held go back to the queue for the others; a worker paused for less keeps them",
     )
+    submit_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Redis replicas that must hold a submit's jobs (records and messages; Redis WAIT) before it"
+        " returns: with Sentinel, a failover then loses no accepted job; 0 returns once the primary has them",
+    )
+    submit_replicas_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="how long a submit waits for submit_replicas; fewer in time and it raises NotReplicated",
+    )
     max_attempts: PositiveInt = Field(
         default=3,
         description="times a job may start running (a worker killed while running it counts); the next delivery "

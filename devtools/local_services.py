@@ -3,6 +3,7 @@
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -92,3 +93,173 @@ def s3_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+SENTINEL_MASTER = "pipeq"
+
+
+class SentinelGroup:
+    """A Redis primary, its replica and three sentinels on free loopback ports (see :func:`sentinel_group`)."""
+
+    def __init__(self, workdir: str, databases: int = 64) -> None:
+        self.workdir = workdir
+        self.databases = databases
+        self.master_name = SENTINEL_MASTER
+        self.servers: dict[int, subprocess.Popen] = {}  # port -> redis-server, primary or replica
+        self.sentinels: dict[int, subprocess.Popen] = {}
+        self.failovers = 0
+
+    def url(self, db: int = 0) -> str:
+        """The ``sentinel://`` URL of database ``db`` (pipeq.core.redis_client)."""
+        first, *others = self.sentinels
+        head = f"sentinel://127.0.0.1:{first}/{db}?master_name={self.master_name}"
+        return ";".join([head, *(f"sentinel://127.0.0.1:{port}" for port in others)])
+
+    def start_server(self, port: int, replica_of: int | None = None) -> None:
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += ["--dir", self._dir(f"redis-{port}"), "--loglevel", "warning", "--databases", str(self.databases)]
+        args += ["--repl-diskless-sync-delay", "0"]  # Redis waits 5 s for more replicas before a first sync
+        if replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(replica_of)]
+        self.servers[port] = subprocess.Popen([_redis_binary(), *args], stdout=subprocess.DEVNULL)
+        _wait_for_ping(f"redis://127.0.0.1:{port}")
+
+    def start_sentinel(self, port: int, primary: int) -> None:
+        config = os.path.join(self._dir(f"sentinel-{port}"), "sentinel.conf")
+        with open(config, "w") as file:
+            file.write(
+                f"port {port}\nbind 127.0.0.1\ndir {os.path.dirname(config)}\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {primary} 2\n"
+                f"sentinel down-after-milliseconds {self.master_name} 1000\n"
+                f"sentinel failover-timeout {self.master_name} 3000\n"
+            )
+        command = [_redis_binary(), config, "--sentinel", "--loglevel", "warning"]
+        self.sentinels[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        _wait_for_ping(f"redis://127.0.0.1:{port}")
+
+    def primary_port(self) -> int:
+        """The primary's port, as the sentinels tell it."""
+        for port in self.sentinels:
+            try:
+                with redis.Redis(port=port, socket_timeout=1) as sentinel:
+                    return int(sentinel.execute_command("SENTINEL", "get-master-addr-by-name", self.master_name)[1])
+            except redis.RedisError:
+                continue
+        raise RuntimeError("no sentinel answers")
+
+    def replicas_in_sync(self) -> int:
+        """How many replicas the primary has online (synchronised, following its writes)."""
+        with redis.Redis(port=self.primary_port(), socket_timeout=1) as primary:
+            info = primary.info("replication")
+        replicas = [info[key] for key in info if key.startswith("slave") and isinstance(info[key], dict)]
+        return sum(replica.get("state") == "online" for replica in replicas)
+
+    def fail_over(self, timeout: float = 30.0, replica_lag_s: float = 0.0) -> float:
+        """Kill the primary (SIGKILL, as a crash would), wait until the sentinels promote the replica and clients
+        can write there, and restart the old primary as the new one's replica. Returns the seconds without a
+        writable primary. ``replica_lag_s``: first stall the replica (SIGSTOP) that long, so that it lags behind the
+        primary when it dies (as a busy replica or a slow link would), and resume it once the primary is dead."""
+        old = self.primary_port()
+        replicas = [process for port, process in self.servers.items() if port != old and process.poll() is None]
+        if replica_lag_s:
+            for replica in replicas:
+                replica.send_signal(signal.SIGSTOP)
+            time.sleep(replica_lag_s)
+        killed_at = time.monotonic()
+        self.servers[old].kill()
+        self.servers[old].wait(10)
+        for replica in replicas if replica_lag_s else ():
+            replica.send_signal(signal.SIGCONT)
+        while True:
+            if time.monotonic() - killed_at > timeout:
+                raise RuntimeError(f"the sentinels promoted no replica within {timeout} s")
+            try:
+                new = self.primary_port()
+                if new != old:
+                    with redis.Redis(port=new, socket_timeout=1) as primary:
+                        if primary.info("replication")["role"] == "master":
+                            break
+            except (redis.RedisError, RuntimeError):
+                pass
+            time.sleep(0.05)
+        down_s = time.monotonic() - killed_at
+        self.failovers += 1
+        self.start_server(old, replica_of=new)
+        return down_s
+
+    def wait_for_replica(self, timeout: float = 30.0) -> None:
+        """Wait until the primary has a replica online again."""
+        deadline = time.monotonic() + timeout
+        while self.replicas_in_sync() < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the primary had no replica online within {timeout} s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for process in [*self.sentinels.values(), *self.servers.values()]:
+            if process.poll() is None:
+                process.terminate()
+        for process in [*self.sentinels.values(), *self.servers.values()]:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def _dir(self, name: str) -> str:
+        path = os.path.join(self.workdir, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+
+@contextmanager
+def sentinel_group() -> Iterator[SentinelGroup]:
+    """A private Redis primary with one replica, watched by three sentinels (quorum 2, a primary silent for 1 s is
+    down), all on free loopback ports; ``.url(db)`` is its ``sentinel://`` URL and ``.fail_over()`` kills the
+    primary as a crash would."""
+    with tempfile.TemporaryDirectory(prefix="pipeq-sentinel-") as workdir:
+        group = SentinelGroup(workdir)
+        try:
+            primary = free_port()
+            group.start_server(primary)
+            group.start_server(free_port(), replica_of=primary)
+            for _ in range(3):
+                group.start_sentinel(free_port(), primary)
+            group.wait_for_replica()
+            deadline = time.monotonic() + 30
+            while not _sentinels_see_each_other(group):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the sentinels did not find each other within 30 s")
+                time.sleep(0.1)
+            yield group
+        finally:
+            group.stop()
+
+
+def _sentinels_see_each_other(group: SentinelGroup) -> bool:
+    for port in group.sentinels:
+        with redis.Redis(port=port, socket_timeout=1) as sentinel:
+            master = sentinel.sentinel_master(group.master_name)
+            if int(master.get("num-other-sentinels", 0)) < 2 or int(master.get("num-slaves", 0)) < 1:
+                return False
+    return True
+
+
+def _redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: run `make test` (it installs it) or apt-get install it")
+    return binary
+
+
+def _wait_for_ping(url: str, tries: int = 100) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(tries):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{url} did not start")
+    finally:
+        client.close()

@@ -19,6 +19,7 @@ from pipeq.core.job_index import JobIndex, Position
 from pipeq.core.messaging import make_celery
 from pipeq.core.publish import publish_jobs
 from pipeq.core.records import FINAL_STATES, STATES, JobRecord, RecordStore, now
+from pipeq.core.replication import NotReplicated, ReplicaWait
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
 from pipeq.core.webhook_events import enqueue_events, wants
@@ -182,6 +183,11 @@ class Client:
             s3_client(self.settings), self.settings.results_bucket, self.settings.max_inline_result_bytes
         )
         self.celery = make_celery(self.settings)
+        self.replica_wait = (
+            ReplicaWait(self.settings.submit_replicas, self.settings.submit_replicas_timeout_s)
+            if self.settings.submit_replicas
+            else None
+        )
 
     def make_job(
         self,
@@ -359,14 +365,23 @@ class Client:
     def enqueue(self, jobs: list[tuple[Job, str]], owner: str | None = None) -> SubmittedIds:
         """Record validated jobs as queued (submitted by ``owner``, an API token, where given) and publish them
         (pipeq.core.publish: in one Redis transaction on pipeq's transport); jobs whose id already exists with the
-        same payload are skipped (counted in ``existing``). If any id exists with another payload, nothing is
+        same payload are skipped (counted in ``existing``; with ``submit_replicas``, those still queued are published
+        again). If any id exists with another payload, nothing is
         published: the records just created are removed again and JobConflict names the id (its ``position`` in
         ``jobs``)."""
         records = [
             JobRecord.of(job, "queued", webhook=job.webhook, owner=owner, payload_sha256=payload_sha256(job))
             for job, _ in jobs
         ]
-        existing = self.store.create(records)
+        try:
+            existing = self.store.create(records, self.replica_wait)
+        except NotReplicated as exc:  # the records may not survive a failover: enqueue nothing, say so
+            self.store.forget(exc.job_ids, {job.model for job, _ in jobs}, owner)
+            raise NotReplicated(
+                f"nothing was enqueued: the job records were written to the Redis primary, but {exc}. Check that the"
+                " replicas run and keep up (INFO replication), then submit again",
+                exc.job_ids,
+            ) from None
         conflicts = [
             position
             for position, (record, stored) in enumerate(zip(records, existing, strict=True))
@@ -383,9 +398,17 @@ class Client:
             )
             conflict.position = conflicts[0]
             raise conflict
+        # Durable submission (submit_replicas): a resubmitted job still queued may have been accepted by a primary
+        # that failed over before its message reached a replica: publish it again (at worst it runs twice, and
+        # keeps one result: pipeq.core.records' final-record rule).
+        again = [
+            pair
+            for pair, stored in zip(jobs, existing, strict=True)
+            if self.replica_wait is not None and stored is not None and stored.state == "queued"
+        ]
         published: set[str] = set()
         try:
-            publish_jobs(self.celery, fresh, published.update)
+            publish_jobs(self.celery, fresh + again, published.update, self.replica_wait)
         except Exception:
             left = [job for job, _ in fresh if job.id not in published]
             self.store.forget([job.id for job in left], {job.model for job in left}, owner)

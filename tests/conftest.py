@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from devtools.local_services import isolate_environment, redis_server, s3_server
+from devtools.local_services import (
+    SentinelGroup,
+    isolate_environment,
+    redis_server,
+    s3_server,
+    sentinel_group,
+)
 
 isolate_environment("testing")  # before transformers is imported
 
@@ -23,6 +29,13 @@ from tests.support.settings import BUCKET, RESULTS_BUCKET, make_settings, tiny_e
 def redis_url() -> Iterator[str]:
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def sentinel() -> Iterator[SentinelGroup]:
+    """A Redis primary, its replica and three sentinels (started only for the tests that use them)."""
+    with sentinel_group() as group:
+        yield group
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,8 @@ from pipeq.api.watch import watch
 from pipeq.config.settings import Settings
 from pipeq.core.contract import InvalidJob, check_object_access
 from pipeq.core.records import JobRecord, now
+from pipeq.core.redis_client import async_redis_client
+from pipeq.core.replication import NotReplicated
 from pipeq.core.storage import s3_client
 from pipeq.producer.client import Client, JobConflict, UnknownJob
 from pipeq.producer.jsonl import refuse_constant
@@ -82,7 +84,7 @@ class Api:
         self.client = client or Client(settings)
         self.tokens = {token.sha256: token for token in settings.api.tokens}
         self.limits = Limits(self.client.store)
-        self.watcher = redis.asyncio.Redis.from_url(settings.result_backend)
+        self.watcher = async_redis_client(settings.result_backend)
         endpoint = settings.api.uploads_endpoint_url or settings.s3_endpoint_url
         self.presigner = s3_client(settings.model_copy(update={"s3_endpoint_url": endpoint}), signature_version="s3v4")
         self.streams: Counter[str | None] = Counter()
@@ -588,6 +590,12 @@ def _handle_errors(app: FastAPI) -> None:
             return unavailable("Redis, the broker or object storage does not answer; retry later").response(
                 request.url.path
             )
+
+    @app.exception_handler(NotReplicated)
+    async def not_replicated(request: Request, exc: NotReplicated) -> Response:
+        log.warning("a submit was not replicated in time: %s", exc)
+        detail = f"{exc}. Retrying with the same Idempotency-Key (or job id) is safe"
+        return unavailable(detail).response(request.url.path)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:

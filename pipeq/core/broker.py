@@ -403,3 +403,12 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """:class:`Channel` on the primary of a Redis Sentinel group: the same reliable fetch, keep-alive and dead-channel
+    sweep, with kombu's discovery of the primary (asked again after a failover closes the connections)."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

@@ -7,6 +7,7 @@ from celery import Celery
 
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import Settings
+from pipeq.core.redis_client import is_sentinel_url, kombu_sentinel_url, parse_sentinel_url
 
 TASK_NAME = "pipeq.infer"
 SENT_AT_HEADER = "pipeq_sent_at"
@@ -82,10 +83,26 @@ def redelivery_options(settings: Settings, webhooks: bool = False) -> dict[str, 
     return options
 
 
+def broker_transport(url: str) -> tuple[str, str | None, dict[str, object]]:
+    """The URL Celery is given for broker ``url``, the kombu transport that serves it (None: Celery's choice) and
+    that transport's options: pipeq's Redis transport for ``redis://`` and ``rediss://``, and its Sentinel variant
+    for ``sentinel://`` (pipeq.core.redis_client), whose group name and sentinel password go in the options."""
+    if is_sentinel_url(url):
+        group = parse_sentinel_url(url)
+        options: dict[str, object] = {"master_name": group.master_name}
+        if group.sentinel_password:
+            options["sentinel_kwargs"] = {"password": group.sentinel_password}
+        return kombu_sentinel_url(url), "pipeq.core.broker:SentinelTransport", options
+    if url.startswith(("redis://", "rediss://")):
+        return url, "pipeq.core.broker:Transport", {}
+    return url, None, {}
+
+
 def make_celery(settings: Settings, webhooks: bool = False) -> Celery:
     """A Celery app for ``settings``: JSON serialisation, late acks, requeue on worker loss; ``webhooks``: the
     webhook worker's (its own redelivery time, see :func:`redelivery_options`)."""
-    app = Celery("pipeq", broker=settings.broker_url, set_as_current=False)
+    broker_url, transport, transport_options = broker_transport(settings.broker_url)
+    app = Celery("pipeq", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -99,7 +116,7 @@ def make_celery(settings: Settings, webhooks: bool = False) -> Celery:
         worker_prefetch_multiplier=prefetch_count(settings),
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport="pipeq.core.broker:Transport" if settings.broker_url.startswith("redis") else None,
-        broker_transport_options=redelivery_options(settings, webhooks),
+        broker_transport=transport,
+        broker_transport_options={**transport_options, **redelivery_options(settings, webhooks)},
     )
     return app

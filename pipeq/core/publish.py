@@ -24,6 +24,7 @@ from kombu.transport.redis import Channel as RedisChannel
 
 from pipeq.core.contract import Job
 from pipeq.core.messaging import TASK_NAME, broker_priority, sent_now
+from pipeq.core.replication import NotReplicated, ReplicaWait, run_transaction
 
 
 class _Commands:
@@ -51,9 +52,15 @@ def send_one(app: Celery, producer: Any, job: Job, queue: str) -> None:
     )
 
 
-def publish_jobs(app: Celery, jobs: Sequence[tuple[Job, str]], published: Callable[[list[str]], None]) -> None:
+def publish_jobs(
+    app: Celery,
+    jobs: Sequence[tuple[Job, str]],
+    published: Callable[[list[str]], None],
+    wait: ReplicaWait | None = None,
+) -> None:
     """Publish each job to its queue; ``published`` is told the ids of the jobs published, as they are (all at once
-    on the pipelined path, where a failure publishes none)."""
+    on the pipelined path, where a failure publishes none). With ``wait``, then wait for Redis replicas to hold
+    them (pipeq.core.replication): NotReplicated says they were published but fewer replicas have them."""
     if not jobs:
         return
     with app.producer_or_acquire() as producer:
@@ -71,11 +78,17 @@ def publish_jobs(app: Celery, jobs: Sequence[tuple[Job, str]], published: Callab
                 _message(app, channel, job, queue), exchange="", routing_key=queue, _publish_batch=commands
             )
         with channel.conn_or_acquire() as client:
-            pipe = client.pipeline(transaction=True)
-            for name, args in _coalesced(commands.commands):
-                getattr(pipe, name)(*args)
-            pipe.execute()
+            acknowledged = run_transaction(client, _coalesced(commands.commands), wait)
         published([job.id for job, _ in jobs])
+        if wait is not None and wait.missing(acknowledged):
+            ids = [job.id for job, _ in jobs]
+            raise NotReplicated(
+                f"{len(ids)} job(s) were queued on the Redis primary, but only {wait.describe(acknowledged)}: a"
+                " failover now could lose them. Check their status after it; resubmitting the same payload with the"
+                " same id returns the existing job",
+                ids,
+                enqueued=True,
+            )
 
 
 def _coalesced(commands: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[Any]]]:

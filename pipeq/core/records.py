@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import redis
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from pipeq.core import job_index
+from pipeq.core.redis_client import redis_client
+from pipeq.core.replication import NotReplicated, ReplicaWait
 
 State = Literal["queued", "running", "succeeded", "failed", "canceled", "expired"]
 STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed", "canceled", "expired")
@@ -179,7 +180,7 @@ class RecordStore:
     """Reads and writes job records in the result-backend Redis."""
 
     def __init__(self, url: str, ttl: int = 7 * 24 * 3600) -> None:
-        self.redis = redis.Redis.from_url(url)
+        self.redis = redis_client(url)
         self.ttl = ttl
         self._write_unless_final = self.redis.register_script(_WRITE_UNLESS_FINAL)
         self._create_or_get = self.redis.register_script(_CREATE_OR_GET)
@@ -192,9 +193,10 @@ class RecordStore:
     def channel(job_id: str) -> str:
         return f"pipeq:done:{job_id}"
 
-    def create(self, records: list[JobRecord]) -> list[JobRecord | None]:
+    def create(self, records: list[JobRecord], wait: ReplicaWait | None = None) -> list[JobRecord | None]:
         """Store new queued records, listing their jobs in the index (pipeq.core.job_index, trimmed in the same
-        pipeline): None where one was stored, the existing record where its id was taken."""
+        pipeline): None where one was stored, the existing record where its id was taken. With ``wait``, then wait
+        for Redis replicas to hold them: NotReplicated where fewer did in time (the records stay)."""
         pipe = self.redis.pipeline(transaction=False)
         touched: set[str] = set()
         for record in records:
@@ -203,7 +205,12 @@ class RecordStore:
             args = [record.model_dump_json(), self.ttl_of(record), job_index.score(record.submitted_at), record.id]
             self._create_or_get(keys=[self.key(record.id), *listed], args=args, client=pipe)
         job_index.trim(pipe, touched, self.ttl, now())
-        created = pipe.execute()[: len(records)]
+        if wait is not None:
+            wait.add_to(pipe)
+        replies = pipe.execute()
+        if wait is not None and wait.missing(replies[-1]):
+            raise NotReplicated(f"only {wait.describe(replies[-1])}", [record.id for record in records])
+        created = replies[: len(records)]
         return [None if existing is None else JobRecord.model_validate_json(existing) for existing in created]
 
     def forget(self, job_ids: Iterable[str], models: Iterable[str] = (), owner: str | None = None) -> None:

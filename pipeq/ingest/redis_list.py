@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import redis
 from kombu.exceptions import OperationalError
 
+from pipeq.core.redis_client import redis_client
 from pipeq.ingest.events import MalformedEvent, parse_event
 from pipeq.ingest.ingester import Ingester
 from pipeq.ops import metrics
@@ -38,7 +39,7 @@ class RedisListSource:
         self.parked = f"{key}:parked"
         self.attempts = f"{key}:attempts"  # hash: sha256 of an entry -> failed attempts so far
         self.block = block  # seconds one BLMOVE waits for an entry
-        self.redis = redis.Redis.from_url(redis_url or ingester.settings.broker_url)
+        self.redis = redis_client(redis_url or ingester.settings.broker_url)
 
     def run(self, stop_event: threading.Event) -> None:
         """Consume entries until ``stop_event`` is set; on a failure, retry after RETRY_SECONDS."""

@@ -37,7 +37,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
@@ -64,7 +63,6 @@ TAIL_BYTES = 1024
 READ_TIMEOUT_S = 3.0
 """How long one Redis command of the backlog may take before the read gives up (the client:
 :func:`pipeq.ops.http.impatient_redis`)."""
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 _UNACKED_TAILS = """
 -- One HSCAN step of KEYS[1] from cursor ARGV[1]: the next cursor, then each field and the last ARGV[2] bytes
@@ -109,24 +107,6 @@ class QueueBacklog:
 def backlog_queues(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
     """The queues whose backlog matters: every catalogue queue, the webhooks queue, then ``extra``; no repeats."""
     return list(dict.fromkeys([*settings.catalogue.queues(), settings.webhooks.queue, *extra]))
-
-
-def is_redis_url(url: str) -> bool:
-    """Whether ``url`` names a Redis server (the backlog can only be read from a Redis broker)."""
-    return urlsplit(url).scheme in REDIS_SCHEMES
-
-
-def redis_address(url: str) -> str:
-    """Where ``url`` points, without its credentials: fit for messages and logs."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
 
 
 def read_backlog(

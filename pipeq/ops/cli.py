@@ -17,14 +17,13 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from pipeq.config.settings import Settings
 from pipeq.core.lifetime import run_until_stopped
+from pipeq.core.redis_client import is_redis_url, redis_address
 from pipeq.ops.backlog import (
     READ_TIMEOUT_S,
     BacklogCollector,
     QueueBacklog,
     backlog_queues,
-    is_redis_url,
     read_backlog,
-    redis_address,
 )
 from pipeq.ops.http import PORT_SETTING, Health, MetricsServer, PortInUse, impatient_redis
 

@@ -30,6 +30,7 @@ from redis.retry import Retry
 
 from pipeq.config.settings import Metrics
 from pipeq.core.http_server import BoundedHTTPServer
+from pipeq.core.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,7 @@ class MetricsServer:
 def impatient_redis(url: str, timeout_s: float) -> redis.Redis:
     """A Redis client whose every command gives up after ``timeout_s`` seconds, without retries: for probes and
     scrapes, which try again next time."""
-    return redis.Redis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
-    )
+    return redis_client(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
 
 
 def redis_health(*urls: str) -> Health:

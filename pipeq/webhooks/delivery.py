@@ -40,6 +40,7 @@ from pipeq.config.settings import Settings, Webhooks
 from pipeq.core.contract import WEBHOOK_EVENTS
 from pipeq.core.messaging import make_celery, sent_now
 from pipeq.core.records import JobRecord, RecordStore
+from pipeq.core.redis_client import redis_client
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
 from pipeq.core.webhook_events import DELIVER_TASK, enqueue_events, events_key, stored_body
@@ -85,7 +86,7 @@ def records_redis(app: Any) -> redis.Redis:
     """The app's client of the record store's Redis (where events are numbered), made on first use."""
     client = getattr(app, "pipeq_records_redis", None)
     if client is None:
-        client = app.pipeq_records_redis = redis.Redis.from_url(app.pipeq_settings.result_backend)
+        client = app.pipeq_records_redis = redis_client(app.pipeq_settings.result_backend)
     return client
 
 

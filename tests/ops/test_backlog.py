@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devtools.local_services import free_port
 from pipeq.core.broker import SOURCES, WAKE_TOKEN, priority_lists
 from pipeq.core.messaging import SENT_AT_HEADER
+from pipeq.core.redis_client import redis_address
 from pipeq.ops import metrics
 from pipeq.ops.backlog import (
     MAX_MESSAGE_BYTES,
@@ -26,7 +27,6 @@ from pipeq.ops.backlog import (
     QueueBacklog,
     backlog_queues,
     read_backlog,
-    redis_address,
     routing_key,
     sent_at,
 )

@@ -1,0 +1,114 @@
+"""Durable submission (submit_replicas): a submit returns once Redis replicas hold its jobs, refuses to pretend
+otherwise, and a resubmission after an unknown outcome publishes a queued job again."""
+
+import pytest
+import redis
+
+from pipeq.core.records import RecordStore
+from pipeq.core.replication import NotReplicated, ReplicaWait, run_transaction
+from pipeq.producer import Client
+from tests.support.settings import make_settings
+
+TEXT = "text-classification"
+
+
+@pytest.fixture
+def lonely_settings(redis_url, s3_endpoint, tiny_models, redis_db):
+    """A Redis with no replica, and a submit that asks for one."""
+    settings = make_settings(redis_url, s3_endpoint, {TEXT: tiny_models[TEXT]}, db=redis_db)
+    return settings.model_copy(update={"submit_replicas": 1, "submit_replicas_timeout_s": 0.2})
+
+
+@pytest.fixture
+def replicated_settings(sentinel, s3_endpoint, tiny_models):
+    sentinel.wait_for_replica()
+    with redis.Redis(port=sentinel.primary_port()) as primary:
+        primary.flushall()
+    settings = make_settings("redis://unused", s3_endpoint, {TEXT: tiny_models[TEXT]})
+    return settings.model_copy(
+        update={"broker_url": sentinel.url(0), "result_backend": sentinel.url(1), "submit_replicas": 1}
+    )
+
+
+def test_a_submit_no_replica_acknowledges_enqueues_nothing_and_says_why(lonely_settings, redis_url, redis_db):
+    client = Client(lonely_settings)
+    try:
+        with pytest.raises(NotReplicated) as caught:
+            client.submit_many(TEXT, ["first", "second"], job_ids=["durable-1", "durable-2"])
+    finally:
+        client.close()
+    message = str(caught.value)
+    assert "nothing was enqueued" in message and "0 of the 1 Redis replica(s)" in message
+    assert "submit_replicas" in message and "submit again" in message
+    assert caught.value.job_ids == ["durable-1", "durable-2"] and not caught.value.enqueued
+    with (
+        redis.Redis.from_url(f"{redis_url}/{redis_db}") as broker,
+        redis.Redis.from_url(f"{redis_url}/{redis_db + 1}") as records,
+    ):
+        assert broker.dbsize() == 0  # no message
+        assert not records.exists(RecordStore.key("durable-1"), RecordStore.key("durable-2"))
+
+
+def test_without_submit_replicas_the_same_redis_accepts_at_once(lonely_settings):
+    client = Client(lonely_settings.model_copy(update={"submit_replicas": 0}))
+    try:
+        assert client.submit_many(TEXT, ["first"], job_ids=["fast-1"]) == ["fast-1"]
+    finally:
+        client.close()
+
+
+def test_a_durable_submit_returns_with_the_replica_holding_record_and_message(replicated_settings, sentinel):
+    client = Client(replicated_settings)
+    try:
+        ids = client.submit_many(TEXT, [f"review {i}" for i in range(50)])
+    finally:
+        client.close()
+    replica_port = next(port for port in sentinel.servers if port != sentinel.primary_port())
+    with redis.Redis(port=replica_port, db=0) as broker, redis.Redis(port=replica_port, db=1) as records:
+        queued = sum(broker.llen(key) for key in broker.scan_iter(_type="list"))
+        assert queued == len(ids)
+        assert records.exists(*[RecordStore.key(job_id) for job_id in ids]) == len(ids)
+
+
+def test_a_durable_resubmission_publishes_a_still_queued_job_again(replicated_settings, sentinel):
+    """The outcome of a submit cut by a failover is unknown: its message may be gone while its record survived.
+    Resubmitting the same payload with the same id publishes it again (at worst it runs twice, one result)."""
+    client = Client(replicated_settings)
+    try:
+        client.submit_many(TEXT, ["lost in a failover"], job_ids=["again-1"])
+        with redis.Redis(port=sentinel.primary_port(), db=0) as broker:
+            [queue] = list(broker.scan_iter(_type="list"))
+            broker.delete(queue)  # the message a failover lost
+            ids = client.submit_many(TEXT, ["lost in a failover"], job_ids=["again-1"])
+            assert ids == ["again-1"] and ids.existing == 1
+            assert broker.llen(queue) == 1
+            default = Client(replicated_settings.model_copy(update={"submit_replicas": 0}))
+            try:
+                default.submit_many(TEXT, ["lost in a failover"], job_ids=["again-1"])
+            finally:
+                default.close()
+            assert broker.llen(queue) == 1  # without durable submission a resubmission stays a no-op
+    finally:
+        client.close()
+
+
+def test_a_transaction_runs_whole_then_waits_on_the_same_connection(redis_url, redis_db):
+    client = redis.Redis.from_url(f"{redis_url}/{redis_db}")
+    acknowledged = run_transaction(client, [("lpush", ("q", "a", "b")), ("set", ("k", "v"))], ReplicaWait(1, 0.1))
+    assert acknowledged == 0 and client.llen("q") == 2 and client.get("k") == b"v"
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):  # an error inside EXEC is not swallowed
+        run_transaction(client, [("lpush", ("k", "x"))], ReplicaWait(1, 0.1))
+    assert run_transaction(client, [("lpush", ("q", "c"))], None) == 0 and client.llen("q") == 3
+    client.close()
+
+
+@pytest.mark.parametrize(("replicas", "timeout"), [(-1, 1.0), (17, 1.0), (1, 0), (1, 61)])
+def test_submit_replicas_settings_are_bounded(lonely_settings, replicas, timeout):
+    from pydantic import ValidationError
+
+    from pipeq.config.settings import Settings
+
+    data = lonely_settings.model_dump(exclude={"config"})
+    data.update(submit_replicas=replicas, submit_replicas_timeout_s=timeout)
+    with pytest.raises(ValidationError, match="submit_replicas"):
+        Settings(**data)
