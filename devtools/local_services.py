@@ -118,7 +118,7 @@ class SentinelGroup:
     def start_server(self, port: int, replica_of: int | None = None) -> None:
         args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         args += ["--dir", self._dir(f"redis-{port}"), "--loglevel", "warning", "--databases", str(self.databases)]
-        args += ["--repl-diskless-sync-delay", "0"]  # Redis waits 5 s for more replicas before a first sync
+        args += ["--repl-diskless-sync", "no"]  # a diskless sync waits 5 s for more replicas first
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(replica_of)]
         self.servers[port] = subprocess.Popen([_redis_binary(), *args], stdout=subprocess.DEVNULL)
@@ -184,6 +184,10 @@ class SentinelGroup:
             time.sleep(0.05)
         down_s = time.monotonic() - killed_at
         self.failovers += 1
+        # Back empty, as a server that keeps nothing on disk would: the snapshot a replica's last full sync left in
+        # its folder carries a replication offset, and a restart from it would resume replication from that stale
+        # point (a partial resync), silently missing every write since.
+        shutil.rmtree(self._dir(f"redis-{old}"))
         self.start_server(old, replica_of=new)
         return down_s
 
