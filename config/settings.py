@@ -235,8 +235,8 @@ class Settings(BaseSettings):
     result_ttl: PositiveInt = Field(default=7 * 24 * 3600, description="seconds job records are kept")
     visibility_timeout: PositiveInt | None = Field(
         default=None,
-        description="seconds before the broker redelivers an unacked webhook delivery (default: more than the"
-        " longest webhook backoff); model queues use dead_after_s",
+        description="seconds before the broker redelivers an unacked webhook delivery whose worker went silent"
+        " (default: dead_after_s; a live webhook worker keeps what it holds alive, waiting retries included)",
     )
     dead_after_s: float = Field(
         default=30.0,
@@ -351,15 +351,11 @@ class Settings(BaseSettings):
         """The model catalogue built from ``models``."""
         return Catalogue(self.models)
 
-    def broker_visibility_timeout(self) -> int:
-        """How long the broker waits before redelivering an unacked webhook delivery: it may sit unacked in the
-        webhook worker while it waits for its retry, so unless set it is more than the longest webhook backoff.
-        Model queues use ``dead_after_s`` instead: a live worker keeps what it holds (pipeq.worker.engine's
-        keep-alive), so only a silent one loses its jobs."""
-        if self.visibility_timeout:
-            return self.visibility_timeout
-        retry_wait = self.webhooks.max_backoff + self.webhooks.timeout
-        return int(max(300, retry_wait + 60))
+    def broker_visibility_timeout(self) -> float:
+        """How long the broker waits before redelivering an unacked webhook delivery: ``visibility_timeout`` if set,
+        else ``dead_after_s``, as for model queues. A live webhook worker keeps every delivery it holds alive, those
+        waiting for their retry included (pipeq.webhooks.keepalive), so only a silent one loses them."""
+        return self.visibility_timeout or self.dead_after_s
 
 
 DRAIN_MARGIN_S = 15.0

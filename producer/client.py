@@ -365,8 +365,8 @@ class Client:
     def enqueue(self, jobs: list[tuple[Job, str]], owner: str | None = None) -> SubmittedIds:
         """Record validated jobs as queued (submitted by ``owner``, an API token, where given) and publish them
         (pipeq.core.publish: in one Redis transaction on pipeq's transport); jobs whose id already exists with the
-        same payload are skipped (counted in ``existing``; with ``submit_replicas``, those still queued are published
-        again). If any id exists with another payload, nothing is
+        same payload are skipped (counted in ``existing``; those still queued whose message may never have been
+        published are published now). If any id exists with another payload, nothing is
         published: the records just created are removed again and JobConflict names the id (its ``position`` in
         ``jobs``)."""
         records = [
@@ -398,14 +398,12 @@ class Client:
             )
             conflict.position = conflicts[0]
             raise conflict
-        # Durable submission (submit_replicas): a resubmitted job still queued may have been accepted by a primary
-        # that failed over before its message reached a replica: publish it again (at worst it runs twice, and
-        # keeps one result: pipeq.core.records' final-record rule).
-        again = [
-            pair
-            for pair, stored in zip(jobs, existing, strict=True)
-            if self.replica_wait is not None and stored is not None and stored.state == "queued"
-        ]
+        # A resubmitted job still queued whose marker says its message may never have been published (a submit cut
+        # short by a crash or a failover, between the record and the message): publish it now. At worst it was
+        # published after all and runs twice, keeping one result (pipeq.core.records' final-record rule).
+        resumed = [job.id for (job, _), kept in zip(jobs, existing, strict=True) if kept and kept.state == "queued"]
+        unpublished = set(self.store.unpublished(resumed))
+        again = [pair for pair in jobs if pair[0].id in unpublished]
         published: set[str] = set()
         try:
             publish_jobs(self.celery, fresh + again, published.update, self.replica_wait)
@@ -413,6 +411,7 @@ class Client:
             left = [job for job, _ in fresh if job.id not in published]
             self.store.forget([job.id for job in left], {job.model for job in left}, owner)
             raise
+        self.store.published([job.id for job, _ in fresh + again])
         ids = SubmittedIds(job.id for job, _ in jobs)
         ids.existing = len(jobs) - len(fresh)
         return ids

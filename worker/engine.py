@@ -145,7 +145,8 @@ def too_many_attempts(previous: JobRecord, max_attempts: int) -> TooManyAttempts
     return TooManyAttempts(
         f"the job was started {previous.attempts} times, the most allowed (max_attempts = {max_attempts} in the "
         f"settings), and never finished: its last attempt, on worker {previous.worker or 'unknown'}, ended without a "
-        "result (that worker stopped or was killed while running it). It is not run again: see that worker's log, "
+        "result (that worker stopped or was killed while running it, or lost Redis or object storage before it"
+        " could store one). It is not run again: see that worker's log, "
         "and resubmit the job under a new id once the cause is fixed"
     )
 
@@ -573,12 +574,17 @@ class Engine:
 
     def _settle_after(self, exc: Exception, stage: str, deliveries: list[Delivery]) -> None:
         """After ``exc`` escaped ``stage`` (preparing, running) for a batch: requeue its jobs when infrastructure is
-        unreachable (their attempts bound that), else fail them once, saying why."""
+        unreachable, else fail them once, saying why. Jobs requeued before they ran (object storage or Redis away
+        while preparing) get their attempt back, so an outage longer than a few retries fails no job; those that
+        ran keep it (their attempts bound the retries)."""
         with self._held_lock:  # not those settled before the error (redeliveries of finished jobs)
             deliveries = [delivery for delivery in deliveries if id(delivery) in self._held]
         if is_transient(exc):
             log.warning("%s %d job(s): %s: %s; requeueing them", stage, len(deliveries), type(exc).__name__, exc)
-            self._requeue(deliveries)
+            if stage == "preparing":
+                self._hand_back(deliveries)
+            else:
+                self._requeue(deliveries)
             return
         log.error("%s %d job(s) failed; failing them", stage, len(deliveries), exc_info=exc)
         self._fail(deliveries, InternalError(f"{stage} the job raised {type(exc).__name__}: {exc}{REPORT}"))

@@ -68,8 +68,8 @@ def redelivery_options(settings: Settings, webhooks: bool = False) -> dict[str, 
 
     Model queues: after ``dead_after_s`` without a touch. A live worker touches what it holds every
     ``dead_after_s / 6``, so only a dead (or paused) one loses its jobs, within ``dead_after_s`` plus one sweep
-    (every ``dead_after_s / 6``, at most 10 s). Webhook deliveries, which sit unacked while they wait for their
-    retry: after ``broker_visibility_timeout()``, kept under keys of their own."""
+    (every ``dead_after_s / 6``, at most 10 s). Webhook deliveries, kept alive the same way by the webhook worker
+    (waiting retries included): after ``broker_visibility_timeout()``, under keys of their own."""
     visibility = settings.broker_visibility_timeout() if webhooks else settings.dead_after_s
     options: dict[str, object] = {
         "visibility_timeout": visibility,

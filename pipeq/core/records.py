@@ -53,10 +53,12 @@ return 1
 # Sets a new record unless one exists; returns the existing record's JSON, or nil where it set the new one. A new
 # record's job enters the listing index: KEYS[2...] (pipeq.core.job_index), with the score ARGV[3] and id ARGV[4].
 _CREATE_OR_GET = """
+-- KEYS: the record, its unpublished marker, the listing index keys. A new record comes with its marker.
 local current = redis.call('GET', KEYS[1])
 if current then return current end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-for i = 2, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4]) end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+for i = 3, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4]) end
 return false
 """
 
@@ -190,6 +192,12 @@ class RecordStore:
         return f"pipeq:job:{job_id}"
 
     @staticmethod
+    def unpublished_key(job_id: str) -> str:
+        """Set with a new record, deleted once its job's message is published (and replicated, where asked): a
+        resubmission publishes a job whose marker is still there (a submit cut short between the two)."""
+        return f"pipeq:unpublished:{job_id}"
+
+    @staticmethod
     def channel(job_id: str) -> str:
         return f"pipeq:done:{job_id}"
 
@@ -203,7 +211,8 @@ class RecordStore:
             listed = job_index.keys_of(record.model, record.owner)
             touched.update(listed)
             args = [record.model_dump_json(), self.ttl_of(record), job_index.score(record.submitted_at), record.id]
-            self._create_or_get(keys=[self.key(record.id), *listed], args=args, client=pipe)
+            keys = [self.key(record.id), self.unpublished_key(record.id), *listed]
+            self._create_or_get(keys=keys, args=args, client=pipe)
         job_index.trim(pipe, touched, self.ttl, now())
         if wait is not None:
             wait.add_to(pipe)
@@ -213,13 +222,27 @@ class RecordStore:
         created = replies[: len(records)]
         return [None if existing is None else JobRecord.model_validate_json(existing) for existing in created]
 
+    def unpublished(self, job_ids: list[str]) -> list[str]:
+        """The ids among ``job_ids`` whose message may never have been published (their marker is there)."""
+        if not job_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.exists(self.unpublished_key(job_id))
+        return [job_id for job_id, there in zip(job_ids, pipe.execute(), strict=True) if there]
+
+    def published(self, job_ids: list[str]) -> None:
+        """Drop the unpublished markers of jobs whose messages are published."""
+        if job_ids:
+            self.redis.delete(*map(self.unpublished_key, job_ids))
+
     def forget(self, job_ids: Iterable[str], models: Iterable[str] = (), owner: str | None = None) -> None:
         """Remove records (used when their jobs could not be enqueued), and their jobs from the listing index of
         every job, of ``models`` and of ``owner``."""
         ids = list(job_ids)
         if ids:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(*[self.key(job_id) for job_id in ids])
+            pipe.delete(*[self.key(job_id) for job_id in ids], *map(self.unpublished_key, ids))
             owned = [] if owner is None else [job_index.owner_key(owner)]
             for key in dict.fromkeys([job_index.ALL_KEY, *map(job_index.model_key, models), *owned]):
                 pipe.zrem(key, *ids)

@@ -38,7 +38,7 @@ from celery import Celery, Task
 
 from pipeq.config.settings import Settings, Webhooks
 from pipeq.core.contract import WEBHOOK_EVENTS
-from pipeq.core.messaging import make_celery, sent_now
+from pipeq.core.messaging import keepalive_interval_s, make_celery, sent_now
 from pipeq.core.records import JobRecord, RecordStore
 from pipeq.core.redis_client import redis_client
 from pipeq.core.results import ResultStorage
@@ -47,6 +47,7 @@ from pipeq.core.webhook_events import DELIVER_TASK, enqueue_events, events_key, 
 from pipeq.ops import metrics
 from pipeq.webhooks.dead_letters import DeadLetters
 from pipeq.webhooks.http import Guard, PermanentFailure, TemporaryFailure, post
+from pipeq.webhooks.keepalive import KeepAlive
 from pipeq.webhooks.payload import encode
 from pipeq.webhooks.signing import signed_headers
 
@@ -120,15 +121,6 @@ class Deliverer:
         self.store = RecordStore(settings.result_backend, settings.result_ttl)
         self.dead_letters = DeadLetters(self.store.redis)
         self.guard = guard or Guard(self.config.allow_private)
-        if settings.broker_visibility_timeout() <= self.lock_seconds:
-            log.warning(
-                "the broker's visibility timeout (%d s) is not longer than a webhook delivery's lock (%.0f s:"
-                " [webhooks] timeout + %.0f s): a delivery redelivered after a crash may find the lock held and"
-                " be skipped; raise visibility_timeout",
-                settings.broker_visibility_timeout(),
-                self.lock_seconds,
-                LOCK_MARGIN_SECONDS,
-            )
 
     @cached_property
     def results(self) -> ResultStorage:
@@ -148,7 +140,8 @@ class Deliverer:
         self, job_id: str, url: str | None = None, event: str = "completed", sequence: int | None = None
     ) -> bool:
         """One attempt at delivering a job's ``event`` (its ``sequence`` number); True if sent now, False if skipped
-        (already delivered, or being sent right now).
+        (already delivered). Another delivery of it in flight is a TemporaryFailure: once its lock is released or
+        expired, the retry finds it delivered, or sends it (its worker died before it could).
 
         ``url`` is what the delivery message named, if anything: it must be the record's own webhook. Raises
         TemporaryFailure or PermanentFailure when the receiver did not take it (or it was not sent).
@@ -174,8 +167,8 @@ class Deliverer:
             body = self.event_body(job_id, event, sequence)
         target = webhook_of(record, url)
         lock = self.store.redis.lock(f"pipeq:webhooks:sending:{identity}", timeout=self.lock_seconds)
-        if not lock.acquire(blocking=False):
-            return False  # another delivery of this event is in flight; it retries itself if it fails
+        if not lock.acquire(blocking=False):  # another delivery of it is in flight, or died holding the lock
+            raise TemporaryFailure(f"another delivery of {identity} is in flight; trying again after it")
         try:
             if self.delivered(identity):
                 return False
@@ -242,7 +235,6 @@ def register(app: Any) -> None:
     """Register the delivery task on ``app``: late ack, retried by itself (see the module docstring)."""
     deliverer = Deliverer(app.pipeq_settings)
     app.pipeq_deliverer = deliverer
-    longest_wait = app.pipeq_settings.broker_visibility_timeout() / 2
 
     # shared=False: a shared task would be copied, with this app's settings, into every app created later.
     @app.task(name=DELIVER_TASK, bind=True, acks_late=True, max_retries=None, ignore_result=True, shared=False)
@@ -273,7 +265,6 @@ def register(app: Any) -> None:
             return
         _count(began, "retried")
         delay = retry_delay(config, self.request.retries, getattr(failure, "retry_after", None))
-        delay = min(delay, longest_wait)  # a retry held longer than the visibility timeout would run twice
         unexpected = not isinstance(failure, TemporaryFailure)
         log.warning(
             "webhook for job %s: %s; attempt %d in %.2f s", job_id, failure, attempt + 1, delay, exc_info=unexpected
@@ -309,6 +300,9 @@ def create_webhooks_app(settings: Settings) -> Celery:
     app.pipeq_settings = settings
     app.conf.worker_prefetch_multiplier = 4
     register(app)
+    app.pipeq_keepalive_task = DELIVER_TASK
+    app.pipeq_keepalive_interval_s = keepalive_interval_s(settings)
+    app.steps["consumer"].add(KeepAlive)  # held deliveries, waiting retries included, are kept alive
     return app
 
 

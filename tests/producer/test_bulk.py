@@ -139,7 +139,7 @@ def test_job_ids_and_inputs_must_pair_up(offline):
 
 
 def test_a_publish_that_fails_leaves_no_record_behind(offline, monkeypatch):
-    def broken(app, jobs, published):
+    def broken(app, jobs, published, wait=None):
         published([jobs[0][0].id])  # the first was published, then the broker went away
         raise ConnectionError("broker unreachable")
 

@@ -4,7 +4,8 @@ otherwise, and a resubmission after an unknown outcome publishes a queued job ag
 import pytest
 import redis
 
-from pipeq.core.records import RecordStore
+from pipeq.core.contract import payload_sha256
+from pipeq.core.records import JobRecord, RecordStore
 from pipeq.core.replication import NotReplicated, ReplicaWait, run_transaction
 from pipeq.producer import Client
 from tests.support.settings import make_settings
@@ -70,24 +71,22 @@ def test_a_durable_submit_returns_with_the_replica_holding_record_and_message(re
         assert records.exists(*[RecordStore.key(job_id) for job_id in ids]) == len(ids)
 
 
-def test_a_durable_resubmission_publishes_a_still_queued_job_again(replicated_settings, sentinel):
-    """The outcome of a submit cut by a failover is unknown: its message may be gone while its record survived.
-    Resubmitting the same payload with the same id publishes it again (at worst it runs twice, one result)."""
-    client = Client(replicated_settings)
+@pytest.mark.parametrize("replicas", [0, 1], ids=["default", "durable"])
+def test_a_resubmission_publishes_a_job_whose_submit_was_cut_short(replicated_settings, sentinel, replicas):
+    """A submit cut short between the record and the message (a crash, a failover; the soak found it): the record
+    stays queued with its unpublished marker, and resubmitting the same payload with the same id publishes it once.
+    A job whose message was published is not published again."""
+    client = Client(replicated_settings.model_copy(update={"submit_replicas": replicas}))
+    job, queue = client.make_request({"task": TEXT, "input": "cut short", "id": f"cut-{replicas}"})
+    record = JobRecord.of(job, "queued", webhook=None, payload_sha256=payload_sha256(job))
     try:
-        client.submit_many(TEXT, ["lost in a failover"], job_ids=["again-1"])
+        assert client.store.create([record]) == [None]  # the record, then the crash: no message
         with redis.Redis(port=sentinel.primary_port(), db=0) as broker:
-            [queue] = list(broker.scan_iter(_type="list"))
-            broker.delete(queue)  # the message a failover lost
-            ids = client.submit_many(TEXT, ["lost in a failover"], job_ids=["again-1"])
-            assert ids == ["again-1"] and ids.existing == 1
+            assert broker.llen(queue) == 0
+            ids = client.submit_many(TEXT, ["cut short"], job_ids=[job.id])
+            assert ids == [job.id] and ids.existing == 1 and broker.llen(queue) == 1
+            client.submit_many(TEXT, ["cut short"], job_ids=[job.id])  # published now: a replay changes nothing
             assert broker.llen(queue) == 1
-            default = Client(replicated_settings.model_copy(update={"submit_replicas": 0}))
-            try:
-                default.submit_many(TEXT, ["lost in a failover"], job_ids=["again-1"])
-            finally:
-                default.close()
-            assert broker.llen(queue) == 1  # without durable submission a resubmission stays a no-op
     finally:
         client.close()
 
