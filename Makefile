@@ -2,7 +2,7 @@
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-APT     := redis-server espeak-ng tesseract-ocr chromium chromium-driver curl
+APT     := redis-server rabbitmq-server espeak-ng tesseract-ocr chromium chromium-driver curl
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-fast lint bench system-deps setup clean
@@ -25,10 +25,12 @@ bench: setup
 
 setup: system-deps $(STAMP)
 
-# Debian packages the tests and demo use (chromium: the console's browser tests), installed only when missing.
+# Debian packages the tests and demo use (chromium: the console's browser tests; rabbitmq-server, in /usr/sbin: the
+# RabbitMQ broker tests), installed only when missing.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v rabbitmq-server >/dev/null || [ -x /usr/sbin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	command -v tesseract >/dev/null || missing="$$missing tesseract-ocr"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \

@@ -1,5 +1,7 @@
-"""Private services on loopback for the demo, tests and benchmarks: redis-server and an S3-compatible server (moto)."""
+"""Private services on loopback for the demo, tests and benchmarks: redis-server, RabbitMQ and an S3-compatible server
+(moto)."""
 
+import ctypes
 import logging
 import os
 import shutil
@@ -9,7 +11,8 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from urllib.parse import urlsplit
 
 import redis
 
@@ -93,6 +96,135 @@ def s3_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+DEBIAN_RABBITMQ_SCRIPT = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+"""The start script Debian's ``/usr/sbin/rabbitmq-server`` runs: that wrapper, run as root, switches to the
+``rabbitmq`` user (``su``) in ``/var/lib/rabbitmq``, where a private node could not keep its files; the script
+itself runs as any user."""
+RABBITMQ_START_TIMEOUT_S = 60.0
+PR_SET_PDEATHSIG = 1
+"""Linux's prctl option: a signal for this process when its parent dies."""
+
+
+@contextmanager
+def rabbitmq_server(consumer_timeout_ms: int = 30 * 60 * 1000) -> Iterator[str]:
+    """A private RabbitMQ node on free loopback ports (AMQP and Erlang distribution), its data, logs and Erlang
+    cookie in a temporary directory (its HOME), no plugins, guest allowed from loopback only, and
+    ``consumer_timeout`` set to ``consumer_timeout_ms``; yields ``amqp://guest:guest@127.0.0.1:PORT//``. It starts in
+    about 4 s and is stopped, Erlang VM and all, at exit (an ``epmd`` it had to start keeps running, as it always
+    does)."""
+    script = _rabbitmq_script()
+    port = free_port()
+    dist_port = free_port()
+    while dist_port == port:
+        dist_port = free_port()
+    with tempfile.TemporaryDirectory(prefix="pipeq-rabbitmq-") as workdir:
+        env = _rabbitmq_environment(workdir, port, dist_port, consumer_timeout_ms)
+        log_path = os.path.join(workdir, "startup.log")
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [script],
+                env=env,
+                cwd=workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_own_group_dies_with_parent,
+            )
+        url = f"amqp://guest:guest@127.0.0.1:{port}//"
+        try:
+            _wait_for_amqp(url, process, log_path)
+            yield url
+        finally:
+            _stop_group(process)
+
+
+def _own_group_dies_with_parent() -> None:
+    """In the child, before it runs: a process group of its own (to stop the node and its VM together), and on
+    Linux a SIGTERM when the parent dies (a test run killed before its fixtures end leaves no node behind)."""
+    os.setsid()
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _rabbitmq_script() -> str:
+    if os.access(DEBIAN_RABBITMQ_SCRIPT, os.X_OK):
+        return DEBIAN_RABBITMQ_SCRIPT
+    found = shutil.which("rabbitmq-server") or shutil.which("rabbitmq-server", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise RuntimeError(
+            "rabbitmq-server is not installed: run `make system-deps` (it installs it) or apt-get install"
+            " rabbitmq-server"
+        )
+    return found
+
+
+def _rabbitmq_environment(workdir: str, port: int, dist_port: int, consumer_timeout_ms: int) -> dict[str, str]:
+    """The environment of a private node: every file under ``workdir``, none of the machine's RabbitMQ settings
+    (``/etc/rabbitmq/rabbitmq-env.conf`` names the system node), the distribution on loopback."""
+    config = os.path.join(workdir, "rabbitmq.conf")
+    with open(config, "w") as file:
+        file.write(f"loopback_users.guest = true\nconsumer_timeout = {consumer_timeout_ms}\n")
+    plugins = os.path.join(workdir, "enabled_plugins")
+    with open(plugins, "w") as file:
+        file.write("[].\n")
+    env_file = os.path.join(workdir, "rabbitmq-env.conf")
+    open(env_file, "w").close()
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+    return {
+        **inherited,
+        "HOME": workdir,  # the Erlang cookie goes here; rabbitmqctl needs the same HOME
+        "RABBITMQ_NODENAME": f"pipeq-{port}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "RABBITMQ_CONF_ENV_FILE": env_file,
+        "RABBITMQ_CONFIG_FILE": config,
+        "RABBITMQ_ADVANCED_CONFIG_FILE": os.path.join(workdir, "advanced.config"),  # absent: none
+        "RABBITMQ_ENABLED_PLUGINS_FILE": plugins,
+        "RABBITMQ_MNESIA_BASE": os.path.join(workdir, "mnesia"),
+        "RABBITMQ_LOG_BASE": os.path.join(workdir, "log"),
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
+    }
+
+
+def _wait_for_amqp(url: str, process: subprocess.Popen, log_path: str) -> None:
+    """Return once the node accepts an AMQP connection; RuntimeError (with the end of its log) if it exits or
+    does not within :data:`RABBITMQ_START_TIMEOUT_S`."""
+    import amqp
+
+    address = urlsplit(url)
+    deadline = time.monotonic() + RABBITMQ_START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            break
+        connection = amqp.Connection(
+            f"{address.hostname}:{address.port}", userid=address.username, password=address.password, connect_timeout=1
+        )
+        try:
+            connection.connect()
+            connection.close()
+            return
+        except (OSError, amqp.exceptions.AMQPError):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    with open(log_path, errors="replace") as log:
+        tail = log.read()[-2000:]
+    raise RuntimeError(f"rabbitmq-server did not start (exit status {process.poll()}); its output:\n{tail}")
+
+
+def _stop_group(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM the process group (the start script and its Erlang VM: a clean stop), SIGKILL if it lingers."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
 
 
 SENTINEL_MASTER = "pipeq"

@@ -9,6 +9,7 @@ import pytest
 from devtools.local_services import (
     SentinelGroup,
     isolate_environment,
+    rabbitmq_server,
     redis_server,
     s3_server,
     sentinel_group,
@@ -28,6 +29,13 @@ from tests.support.settings import BUCKET, RESULTS_BUCKET, make_settings, tiny_e
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A private RabbitMQ node (about 4 s to start), for tests of RabbitMQ as the broker."""
+    with rabbitmq_server() as url:
         yield url
 
 

@@ -3,9 +3,9 @@
 Celery calls a task's Strategy for every message it receives. pipeq's strategy validates the job and puts it
 in the engine's micro-batcher instead of running it in the pool; the message stays unacked until the job's
 record is stored (late ack), and the engine keeps touching it meanwhile so the broker does not redeliver it
-however long the job waits. Messages that are not valid jobs fail their job record and are acked: they would
-fail again on every redelivery. They are acked even when their failure cannot be recorded (no job id, or the
-record store unreachable): logged, never requeued.
+however long the job waits (RabbitMQ keeps it with the worker's connection: nothing to touch). Messages that are
+not valid jobs fail their job record and are acked: they would fail again on every redelivery. They are acked
+even when their failure cannot be recorded (no job id, or the record store unreachable): logged, never requeued.
 """
 
 import logging
@@ -17,6 +17,7 @@ from typing import Any
 from celery import bootsteps
 
 from pipeq.config.settings import DRAIN_MARGIN_S, Settings, drain_timeout
+from pipeq.core.amqp import is_amqp_url, redis_urls, sibling_queues
 from pipeq.core.contract import InvalidJob, Job
 from pipeq.core.records import JobError, JobRecord, RecordStore, now
 from pipeq.core.results import ResultStorage
@@ -81,6 +82,8 @@ class EngineStep(bootsteps.StartStopStep):
         settings: Settings = parent.app.pipeq_settings
         queues = parent.pipeq_queues = [queue.name for queue in parent.task_consumer.queues]
         check_can_load(settings.catalogue.for_queues(queues), settings.device)  # refuse to start, saying why
+        if is_amqp_url(settings.broker_url):
+            _consume_high_queues(parent, queues)
         # A worker in the main thread owns its process: its watchdog may end it when a call cannot be stopped.
         owns_process = threading.current_thread() is threading.main_thread()
         parent.pipeq_engine.start(
@@ -94,6 +97,14 @@ class EngineStep(bootsteps.StartStopStep):
         parent.pipeq_engine.stop(max(1.0, timeout), while_waiting=partial(_carry_out_settlements, parent))
         if parent.pipeq_metrics is not None:
             parent.pipeq_metrics.close()
+
+
+def _consume_high_queues(consumer: Any, queues: list[str]) -> None:
+    """On RabbitMQ, take the high jobs of ``queues`` from their high siblings too (pipeq.core.amqp), each a quorum
+    queue (made on demand) with a prefetch of its own. Added before the consumer's loop starts consuming, which
+    consumes them all once their callbacks are set."""
+    for name in sibling_queues(queues):
+        consumer.task_consumer.add_queue(consumer.app.amqp.queues[name])
 
 
 def batching_strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Any:
@@ -133,7 +144,7 @@ def worker_health(consumer: Any) -> Health:
     """The worker's probes. Live: the engine's loops run (or have not started yet: models are being checked).
     Ready: the engine runs, is not draining, and the broker and the record store answer."""
     settings: Settings = consumer.app.pipeq_settings
-    services = redis_health(settings.broker_url, settings.result_backend)
+    services = redis_health(*redis_urls(settings))  # a RabbitMQ broker: Celery reconnects to it itself
 
     def live() -> str | None:
         engine = consumer.pipeq_engine

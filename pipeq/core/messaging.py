@@ -7,6 +7,7 @@ from celery import Celery
 
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import Settings
+from pipeq.core.amqp import celery_options, is_amqp_url
 from pipeq.core.redis_client import is_sentinel_url, kombu_sentinel_url, parse_sentinel_url
 
 TASK_NAME = "pipeq.infer"
@@ -119,4 +120,6 @@ def make_celery(settings: Settings, webhooks: bool = False) -> Celery:
         broker_transport=transport,
         broker_transport_options={**transport_options, **redelivery_options(settings, webhooks)},
     )
+    if is_amqp_url(settings.broker_url):
+        app.conf.update(celery_options(settings))  # RabbitMQ: quorum queues, confirms, heartbeat (pipeq.core.amqp)
     return app

@@ -10,7 +10,7 @@ one MULTI/EXEC, consecutive pushes onto one list as one LPUSH of many values: ab
 (``benchmarks/submit.py``). Redis runs all of a chunk, or none if it refuses a command as it is queued; a
 connection lost while EXEC's reply is on its way leaves the outcome unknown (a job published twice is harmless).
 Anything else (another transport, task-sent events on, a call from inside a running task) goes through
-``send_task`` one job at a time.
+``send_task`` one job at a time; on RabbitMQ each publish waits for its confirm (pipeq.core.amqp).
 """
 
 from collections.abc import Callable, Sequence
@@ -22,6 +22,7 @@ from kombu.entity import maybe_delivery_mode
 from kombu.serialization import dumps
 from kombu.transport.redis import Channel as RedisChannel
 
+from pipeq.core.amqp import MESSAGE_PRIORITIES, routed_queue
 from pipeq.core.contract import Job
 from pipeq.core.messaging import TASK_NAME, broker_priority, sent_now
 from pipeq.core.replication import NotReplicated, ReplicaWait, run_transaction
@@ -39,6 +40,7 @@ class _Commands:
 
 def send_one(app: Celery, producer: Any, job: Job, queue: str) -> None:
     """Publish ``job`` to ``queue`` with ``send_task``: the reference every faster path must match."""
+    queue, priority = _destination(producer, job, queue)
     app.send_task(
         TASK_NAME,
         args=[job.model_dump(mode="json")],
@@ -48,8 +50,16 @@ def send_one(app: Celery, producer: Any, job: Job, queue: str) -> None:
         kwargsrepr="{}",
         producer=producer,
         headers=sent_now(),
-        priority=broker_priority(job.priority),
+        priority=priority,
     )
+
+
+def _destination(producer: Any, job: Job, queue: str) -> tuple[str, int]:
+    """The queue ``job`` is sent to and its message priority: on RabbitMQ a high job goes to the high sibling of
+    ``queue`` (pipeq.core.amqp)."""
+    if producer.connection.transport.driver_type == "amqp":
+        return routed_queue(queue, job.priority), MESSAGE_PRIORITIES[job.priority]
+    return queue, broker_priority(job.priority)
 
 
 def publish_jobs(

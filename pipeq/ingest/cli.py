@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from pipeq.config.settings import Settings, load_settings
+from pipeq.core.amqp import redis_urls
 from pipeq.core.lifetime import run_until_stopped
 from pipeq.ingest.http_endpoint import AUTH_TOKEN_ENV, HttpEndpoint, UnsafeEndpoint
 from pipeq.ingest.ingester import Ingester, MissingIdKey, Source, id_key
@@ -106,7 +107,7 @@ def run_cli(args: argparse.Namespace, settings: Settings | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        server = serve(settings.metrics, redis_health(settings.broker_url, settings.result_backend))
+        server = serve(settings.metrics, redis_health(*redis_urls(settings)))
     except PortInUse as exc:
         print(f"pipeq ingest: {exc}", file=sys.stderr)
         return 2

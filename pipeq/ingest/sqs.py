@@ -6,6 +6,7 @@ from typing import Any
 
 import botocore.exceptions
 
+from pipeq.core.amqp import redis_urls
 from pipeq.core.storage import sqs_client
 from pipeq.ingest.events import MalformedEvent, sqs_event
 from pipeq.ingest.ingester import Ingester
@@ -65,9 +66,7 @@ class SqsSource:
         self.visibility_s = visibility_s
         self.sqs = sqs_client(ingester.settings, max_connections=max(10, 2 * len(self.queue_urls)))
         settings = ingester.settings
-        self._probes = [
-            impatient_redis(url, 2.0) for url in dict.fromkeys([settings.broker_url, settings.result_backend])
-        ]
+        self._probes = [impatient_redis(url, 2.0) for url in dict.fromkeys(redis_urls(settings))]
 
     def run(self, stop_event: threading.Event) -> None:
         """Consume every queue until ``stop_event`` is set; on a failure, retry after RETRY_SECONDS."""

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeq.config.settings import Settings
+from pipeq.core.amqp import redis_urls
 from pipeq.core.messaging import node_name
 from pipeq.core.records import RecordStore
 from pipeq.ops.http import PortInUse, redis_health, serve
@@ -24,7 +25,7 @@ def run_webhooks_worker(
 ) -> None:
     """Run a Celery worker (threads pool) that delivers webhooks from the webhooks queue, serving its metrics and
     health on ``[metrics] port``; PortInUse when that port is taken."""
-    server = serve(settings.metrics, redis_health(settings.broker_url, settings.result_backend))
+    server = serve(settings.metrics, redis_health(*redis_urls(settings)))
     try:
         _celery_worker(settings, concurrency, loglevel, name, task_events)
     finally:
