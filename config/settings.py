@@ -250,7 +250,8 @@ class Settings(BaseSettings):
         ge=0,
         le=16,
         description="Redis replicas that must hold a submit's jobs (records and messages; Redis WAIT) before it"
-        " returns: with Sentinel, a failover then loses no accepted job; 0 returns once the primary has them",
+        " returns, and a job's final record before its worker acks it: with Sentinel, a failover then loses no"
+        " accepted job; 0 returns (and acks) once the primary has them",
     )
     submit_replicas_timeout_s: float = Field(
         default=2.0,

@@ -19,7 +19,7 @@ from pipeq.core.job_index import JobIndex, Position
 from pipeq.core.messaging import make_celery
 from pipeq.core.publish import publish_jobs
 from pipeq.core.records import FINAL_STATES, STATES, JobRecord, RecordStore, now
-from pipeq.core.replication import NotReplicated, ReplicaWait
+from pipeq.core.replication import NotReplicated, replica_wait
 from pipeq.core.results import ResultStorage
 from pipeq.core.storage import s3_client
 from pipeq.core.webhook_events import enqueue_events, wants
@@ -183,11 +183,7 @@ class Client:
             s3_client(self.settings), self.settings.results_bucket, self.settings.max_inline_result_bytes
         )
         self.celery = make_celery(self.settings)
-        self.replica_wait = (
-            ReplicaWait(self.settings.submit_replicas, self.settings.submit_replicas_timeout_s)
-            if self.settings.submit_replicas
-            else None
-        )
+        self.replica_wait = replica_wait(self.settings)
 
     def make_job(
         self,

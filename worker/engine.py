@@ -50,6 +50,7 @@ from pipeq.config.tasks import TaskSpec, task_spec
 from pipeq.core.contract import PRIORITIES, Job
 from pipeq.core.messaging import keepalive_interval_s
 from pipeq.core.records import FINAL_STATES, JobError, JobRecord, Progress, RecordStore, now
+from pipeq.core.replication import replica_wait
 from pipeq.core.results import ResultStorage
 from pipeq.core.webhook_events import wants
 from pipeq.webhooks.payload import encode
@@ -181,6 +182,7 @@ class Engine:
         observer: EngineObserver | None = None,
     ) -> None:
         self.settings = settings
+        self.replica_wait = replica_wait(settings)  # final records on replicas before acks (submit_replicas)
         self.store = store
         self.fetcher = fetcher
         self.pipelines = pipelines
@@ -505,7 +507,7 @@ class Engine:
         final = [
             self._final(record, outcome, finished) for record, outcome in zip(batch.records, outcomes, strict=True)
         ]
-        written = self.store.write(final)
+        written = self.store.write(final, wait=self.replica_wait)
         self.observer.finished(final)
         self._announce_completed([record for record, ok in zip(final, written, strict=True) if ok])
         self._ack(batch.deliveries)
@@ -598,7 +600,7 @@ class Engine:
             for delivery in deliveries
         ]
         try:
-            written = self.store.write(records)
+            written = self.store.write(records, wait=self.replica_wait)
         except Exception as exc:
             if is_transient(exc):
                 log.warning("could not record the failure of %d job(s) (%s); requeueing them", len(deliveries), exc)

@@ -4,6 +4,8 @@ a job rather than fail it. Attempts bound the requeues (``max_attempts``)."""
 import botocore.exceptions
 import redis.exceptions
 
+from pipeq.core.replication import NotReplicated
+
 _UNREACHABLE = (
     ConnectionError,  # also OSError's connection refused / reset
     TimeoutError,
@@ -11,6 +13,7 @@ _UNREACHABLE = (
     redis.exceptions.TimeoutError,
     botocore.exceptions.ConnectionError,  # endpoint unreachable, connect timeout
     botocore.exceptions.HTTPClientError,  # read timeout, connection closed
+    NotReplicated,  # Redis replicas behind (submit_replicas): not yet safe to ack
 )
 _STORAGE_BUSY = {"SlowDown", "Throttling", "RequestTimeout", "ServiceUnavailable", "InternalError"}
 

@@ -271,9 +271,12 @@ class RecordStore:
         """Seconds ``record`` is kept: the job's own ``result_ttl`` when shorter than the store's."""
         return min(self.ttl, record.result_ttl) if record.result_ttl else self.ttl
 
-    def write(self, records: list[JobRecord], only_if: State | None = None) -> list[bool]:
+    def write(
+        self, records: list[JobRecord], only_if: State | None = None, wait: ReplicaWait | None = None
+    ) -> list[bool]:
         """Store records unless already final (publishing the final ones); False where one was final, or, with
-        ``only_if``, where the stored record is not in that state."""
+        ``only_if``, where the stored record is not in that state. With ``wait``, then wait for Redis replicas to
+        hold them: NotReplicated where fewer did in time (they are written on the primary)."""
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
             channel = self.channel(record.id) if record.done else ""
@@ -282,7 +285,12 @@ class RecordStore:
                 args=[record.model_dump_json(), self.ttl_of(record), channel, record.state, only_if or ""],
                 client=pipe,
             )
-        return [bool(written) for written in pipe.execute()]
+        if wait is not None:
+            wait.add_to(pipe)
+        replies = pipe.execute()
+        if wait is not None and wait.missing(replies[-1]):
+            raise NotReplicated(f"only {wait.describe(replies[-1])}", [record.id for record in records])
+        return [bool(written) for written in replies[: len(records)]]
 
     def wait(
         self,

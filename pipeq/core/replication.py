@@ -5,7 +5,10 @@ moment later takes the last writes with it when Sentinel promotes a replica. ``W
 replicas acknowledged every write the *same connection* sent before it (or the timeout passed) and says how many
 did, so here it is the last command of the pipeline that wrote. With ``submit_replicas`` set, a submit waits for
 its records, then for its messages; where fewer replicas answered in time it raises :class:`NotReplicated`
-instead of returning.
+instead of returning. Workers wait the same way for the final records they write before they ack their
+messages: an ack that reached a new primary while the result it follows was lost with the old one would leave the
+job queued with no message (the chaos soak lost 3 jobs in 3,000 that way). A worker whose wait falls short
+requeues the jobs (the redelivery finds them final and acks them, or runs them again if the result was lost).
 """
 
 from collections.abc import Iterable, Sequence
@@ -42,6 +45,13 @@ class ReplicaWait:
             f"{int(acknowledged)} of the {self.replicas} Redis replica(s) asked for (submit_replicas) acknowledged"
             f" them within {self.timeout_s:g} s (submit_replicas_timeout_s)"
         )
+
+
+def replica_wait(settings: Any) -> ReplicaWait | None:
+    """The wait ``settings`` ask for (``submit_replicas``, ``submit_replicas_timeout_s``); None for none."""
+    if not settings.submit_replicas:
+        return None
+    return ReplicaWait(settings.submit_replicas, settings.submit_replicas_timeout_s)
 
 
 def run_transaction(client: Any, commands: Iterable[tuple[str, Sequence[Any]]], wait: ReplicaWait | None) -> int:

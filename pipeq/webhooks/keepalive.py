@@ -4,9 +4,9 @@ A delivery waiting for its retry is a message Celery holds unacked until its ETA
 alone, its delivery time would have to outlast that wait (the broker would otherwise hand it to a second worker),
 and a message held by a worker that died, or whose Redis restarted, would wait as long to come back. Instead, the
 worker touches (pipeq.core.broker's ``QoS.touch``) every message it received and has not settled, every
-``dead_after_s / 6``, as the model workers do; so the webhook queue's redelivery time is ``dead_after_s`` too. A
-message whose channel closed (the connection was lost: Celery forgets what it held) is no longer touched, and
-comes back to a live worker within ``dead_after_s``.
+``dead_after_s / 6``, as the model workers do; so the webhook queue's redelivery time is ``dead_after_s`` too. When
+the consumer stops (its connection was lost, e.g. Redis restarted: Celery forgets the requests it held), so does
+the touching of what it held, and those messages come back to a live worker within ``dead_after_s``.
 """
 
 import logging
@@ -32,6 +32,13 @@ class HeldMessages:
         if request is not None and request.name == self.task_name:
             with self._lock:
                 self._messages[id(request.message)] = request.message
+
+    def forget(self) -> None:
+        """Forget every held message: the consumer stopped (a lost connection, a shutdown), and Celery with it
+        forgot the requests it held, waiting retries included; the broker redelivers their messages once they
+        are left untouched for the redelivery time."""
+        with self._lock:
+            self._messages.clear()
 
     def held(self) -> list[Any]:
         """The messages still held: not settled, on a channel still open (the others are forgotten)."""
@@ -81,6 +88,7 @@ class KeepAlive(bootsteps.StartStopStep):
     def stop(self, parent: Any) -> None:
         signals.task_received.disconnect(self.messages.received)
         self._stopping.set()
+        self.messages.forget()
 
     shutdown = stop
 

@@ -282,3 +282,20 @@ def test_an_error_shaping_one_output_fails_that_job_alone(monkeypatch):
     results = run_group(Labeller(), task_spec(TEXT), {}, 8, [Decoded(text, float(len(text))) for text in texts])
     assert isinstance(results[0], PipelineError) and "KeyError" in str(results[0])
     assert results[1] == [{"label": "LEN8", "score": 1.0}]
+
+
+def test_with_submit_replicas_a_result_no_replica_holds_is_not_acked(engine_setup):
+    """A worker acks only once a replica holds the final record (submit_replicas): with none answering, the job is
+    requeued, its result kept on the primary; the redelivery finds it final and acks it without running it."""
+    settings, store = engine_setup.settings, engine_setup.store
+    lonely = settings.model_copy(update={"submit_replicas": 1, "submit_replicas_timeout_s": 0.1})
+    engine = engine_on(lonely, store, OnePipeline(Labeller()))
+    try:
+        messages, job = Messages(), text_job("replicate me")
+        run_through(engine, messages, [job])
+        assert messages.requeued == [job.id] and messages.acked == []
+        assert store.get(job.id).state == "succeeded"
+        run_through(engine, messages, [job])
+        assert messages.acked == [job.id] and store.get(job.id).attempts == 1  # not run again
+    finally:
+        engine.stop(5)

@@ -117,3 +117,14 @@ def test_a_dead_workers_waiting_retry_reaches_another_worker_within_dead_after(w
     assert len(receiver.requests) == 2
     assert receiver.requests[0].headers["webhook-id"] == receiver.requests[1].headers["webhook-id"]
     print(f"the dead worker's retry was delivered {recovered_s:.1f} s after the kill (dead_after_s = {DEAD_AFTER_S})")
+
+
+def test_what_a_stopped_consumer_held_is_forgotten_and_no_longer_kept_alive():
+    """A lost connection stops the consumer, and Celery forgets the requests it held (waiting retries too): they
+    must come back from the broker, so they are no longer touched (the soak saw them kept alive for ever)."""
+    touched: list[list[str]] = []
+    channel = SimpleNamespace(closed=False, qos=SimpleNamespace(touch=lambda tags: touched.append(tags) or 1))
+    held = HeldMessages(TASK)
+    held.received(request=SimpleNamespace(name=TASK, message=FakeMessage("a", channel)))
+    held.forget()
+    assert held.touch() == 0 and touched == []
