@@ -13,6 +13,8 @@ a few up to ~300 words). It measures:
   rest normal), printed beside the plain run; their ratio (what priorities cost) compares the median jobs/s of
   ``--priority-rounds`` pairs of runs, mixed and plain in alternating order, so that warming up favours neither;
 * the same worker with ``max_batch_jobs = 1`` and ``batch_size = 1``: one job, one pipeline call;
+* the pipeq worker again with a private RabbitMQ as its broker (records in Redis; ``--no-rabbitmq`` skips it): jobs/s
+  and light-load latency, beside the Redis figures;
 * light load: jobs submitted one at a time at ``--rate`` jobs/s, each job's submit-to-result latency measured
   by the client, against the in-process time of the same text at batch size 1 (queue overhead = the difference);
 * the cost of being observed: two pipeq workers side by side, one plain, one with its metrics endpoint on (scraped
@@ -29,7 +31,7 @@ Results are printed and written to ``.bench/results.json``.
 
 import os
 
-from devtools.local_services import free_port, isolate_environment, redis_server
+from devtools.local_services import free_port, isolate_environment, rabbitmq_server, redis_server
 
 isolate_environment()  # before transformers is imported
 
@@ -196,9 +198,8 @@ def write_config(
     """A PIPEQ_CONFIG file: private Redis (broker db ``db``, records ``db + 1``), other ``settings``, and one
     catalogue entry serving ``task`` with the ``entry`` fields given (max_batch_jobs, pipeline_batch_size, ...)."""
     served = ModelEntry(name=MODEL, id=str(model), task=task, queue=queue, **entry)
-    config = Settings(
-        broker_url=f"{redis_url}/{db}", result_backend=f"{redis_url}/{db + 1}", models=[served], **(settings or {})
-    )
+    values = {"broker_url": f"{redis_url}/{db}", "result_backend": f"{redis_url}/{db + 1}", "models": [served]}
+    config = Settings(**{**values, **(settings or {})})
     return config_files.write_config(config, path)
 
 
@@ -294,6 +295,33 @@ def priorities_cost(client: Client, texts: list[str], plain: dict[str, Any], rou
         "mixed_rounds_jobs_per_s": mixed_rates,
         "ratio": ratio,
     }
+
+
+def on_rabbitmq(
+    stack: ExitStack,
+    workdir: Path,
+    redis_url: str,
+    model: Path,
+    texts: list[str],
+    light: list[str],
+    rate: float,
+    batching: dict[str, Any],
+) -> dict[str, Any]:
+    """The pipeq worker run again with a private RabbitMQ as its broker (records still in Redis): the throughput
+    run and the light-load latency."""
+    amqp_url = stack.enter_context(rabbitmq_server())
+    queue = "bench-amqp"
+    config = write_config(
+        workdir / f"{queue}.toml", redis_url, 4, model, queue, settings={"broker_url": amqp_url}, **batching
+    )
+    log = workdir / f"{queue}.log"
+    with worker_process(config, queue, log) as process:
+        client = Client(load_settings(config))
+        stack.callback(client.close)
+        wait_ready(client, process, log, texts[:16])
+        run = pipeq_throughput(client, texts)
+        latencies, _ = light_load(client, light, rate)
+    return {**run, "light_latency": percentiles(latencies)}
 
 
 def light_load(client: Client, texts: list[str], rate: float) -> tuple[list[float], list[int]]:
@@ -410,6 +438,11 @@ def report(results: dict[str, Any]) -> str:
         ("pipeq worker", pq),
         ("pipeq worker, mixed priorities (10% high, 10% low)", results["pipeq_mixed_priorities"]),
         ("one-job-one-call worker (1 job, bs=1)", naive),
+        *(
+            [("pipeq worker on RabbitMQ (records in Redis)", results["pipeq_rabbitmq"])]
+            if "pipeq_rabbitmq" in results
+            else []
+        ),
     ]
     for name, row in rows:
         line = f"{name:{width}}{row.get('items_per_s', row.get('jobs_per_s')):>10.1f}{row['seconds']:>10.1f}"
@@ -438,6 +471,13 @@ def report(results: dict[str, Any]) -> str:
         label = {"model_time": "model time alone (in-process, bs=1)", "overhead": "queue overhead (latency - model)"}
         p50, p99 = light[name]["p50_ms"], light[name]["p99_ms"]
         lines.append(f"{label.get(name, 'submit-to-result latency'):{width}}{p50:>10.1f}{p99:>10.1f}")
+    if "pipeq_rabbitmq" in results:
+        amqp = results["pipeq_rabbitmq"]
+        p50, p99 = amqp["light_latency"]["p50_ms"], amqp["light_latency"]["p99_ms"]
+        lines.append(f"{'submit-to-result latency, on RabbitMQ':{width}}{p50:>10.1f}{p99:>10.1f}")
+        lines.append(
+            f"{'pipeq on RabbitMQ / pipeq on Redis (jobs/s)':{width}}{amqp['jobs_per_s'] / pq['jobs_per_s']:>9.2f}x"
+        )
     if "observed" in results:
         observed = results["observed"]
         median = observed["median_jobs_per_s"]
@@ -465,6 +505,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--priority-rounds", type=int, default=3, help="pairs of runs (mixed priorities, plain) in that comparison"
+    )
+    parser.add_argument(
+        "--no-rabbitmq", dest="rabbitmq", action="store_false", help="skip the pipeq worker on RabbitMQ run"
     )
     args = parser.parse_args()
     if args.priority_rounds < 1:
@@ -538,6 +581,12 @@ def main() -> None:
                         "model_time": percentiles(model_seconds),
                         "overhead": percentiles(overhead),
                     }
+        if args.rabbitmq:
+            print("pipeq worker on RabbitMQ ...", flush=True)
+            results["pipeq_rabbitmq"] = on_rabbitmq(
+                stack, workdir, redis_url, model, texts, light, args.rate, overrides
+            )
+            print(f"  {results['pipeq_rabbitmq']['jobs_per_s']:.1f} jobs/s", flush=True)
         if args.observed_rounds:
             print("observed vs plain worker ...", flush=True)
             results["observed"] = observed_cost(workdir, redis_url, model, texts, overrides, args.observed_rounds)

@@ -164,7 +164,7 @@ def run_cli(args: argparse.Namespace, load_settings: Callable[[], Settings]) -> 
     if not is_redis_url(settings.broker_url):
         print(
             f"{command}: the backlog is read from a Redis broker, and broker_url (PIPEQ_BROKER_URL) is not a"
-            f" redis://, rediss:// or unix:// URL",
+            f" redis://, rediss://, unix:// or sentinel:// URL (on RabbitMQ, its management API counts queues)",
             file=sys.stderr,
         )
         return 2
