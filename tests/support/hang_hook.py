@@ -58,6 +58,17 @@ sys.meta_path.insert(0, _PatchPipelines())
 '''
 
 
+def with_slow_jobs(inputs: list[str], longer_than_s: float) -> list[str]:
+    """``inputs`` with enough of them marked slow, spread out, that a worker running them one job per micro-batch
+    starts its last job more than ``longer_than_s`` after its first, however fast the machine: every job but the
+    last one started runs between those two starts, less at most one prepared ahead."""
+    slow = int(longer_than_s // SLOW_SECONDS) + 3
+    if slow > len(inputs):
+        raise ValueError(f"{len(inputs)} inputs cannot hold {slow} slow ones")
+    step = len(inputs) // slow
+    return [f"{SLOW_MARKER} {text}" if i % step == 0 and i // step < slow else text for i, text in enumerate(inputs)]
+
+
 def start_hanging_workers(config: Path, queues: str, log: Path, hook_dir: Path) -> subprocess.Popen:
     """``pipeq worker --devices cpu`` (the supervisor and its one child) with the hang hook, output to ``log``."""
     return start_hooked(["--devices", "cpu", "--queues", queues], config, log, hook_dir)

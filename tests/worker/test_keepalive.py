@@ -9,8 +9,9 @@ import redis
 from devtools.config_files import write_config
 from pipeq.config.catalogue import ModelEntry
 from pipeq.producer import Client
+from tests.support.hang_hook import start_hooked, with_slow_jobs
 from tests.support.settings import make_settings
-from tests.support.workers import kill, start_worker_process
+from tests.support.workers import kill
 
 pytestmark = pytest.mark.slow  # a worker in a subprocess, or minutes of media
 
@@ -58,10 +59,11 @@ class PushCounter:
 
 def test_jobs_waiting_longer_than_dead_after_run_once(keepalive_setup, redis_url, redis_db, tmp_path):
     _settings, config, client = keepalive_setup
-    ids = client.submit_many(TEXT, [f"review number {i} was fine" for i in range(JOBS)], model="tiny-" + TEXT)
+    inputs = with_slow_jobs([f"review number {i} was fine" for i in range(JOBS)], 2 * VISIBILITY)
+    ids = client.submit_many(TEXT, inputs, model="tiny-" + TEXT)
     pushes = PushCounter(redis_url, redis_db, QUEUE)  # from now on, a push onto the queue is a redelivery
     log = tmp_path / "worker.log"
-    worker = start_worker_process(config, QUEUE, log)
+    worker = start_hooked(["--device", "cpu", "--queues", QUEUE], config, log, tmp_path / "hook")
     try:
         records = client.wait_many(ids, timeout=120)
         time.sleep(VISIBILITY)  # a redelivery of a job that just finished would show up now

@@ -18,7 +18,7 @@ from pipeq.core.amqp import heartbeat_s
 from pipeq.core.messaging import TASK_NAME
 from pipeq.producer import Client
 from pipeq.worker.app import create_app
-from tests.support.hang_hook import MARKER, SLOW_MARKER, start_hooked
+from tests.support.hang_hook import MARKER, SLOW_MARKER, start_hooked, with_slow_jobs
 from tests.support.rabbitmq import rabbitmq_settings, ready_messages
 from tests.support.waiting import wait_until
 from tests.support.workers import kill, start_worker_process, worker_thread
@@ -107,9 +107,11 @@ def test_jobs_held_longer_than_dead_after_run_once(rabbit, tmp_path):
     roomy = settings.models[0].model_copy(update={"name": "roomy", "max_batch_jobs": jobs, "queue": "roomy-unused"})
     settings = settings.model_copy(update={"models": [settings.models[0], roomy]})
     config = write_config(settings, tmp_path / "holding.toml")
-    ids = client.submit_many(TEXT, [f"review number {i} was fine" for i in range(jobs)], model=settings.models[0].name)
+    silent_window_s = 3 * heartbeat_s(settings)  # held past this, a job would be lost with a dead connection
+    inputs = with_slow_jobs([f"review number {i} was fine" for i in range(jobs)], silent_window_s)
+    ids = client.submit_many(TEXT, inputs, model=settings.models[0].name)
     log = tmp_path / "worker.log"
-    worker = start_worker_process(config, settings.models[0].queue, log)
+    worker = start_hooked(["--device", "cpu", "--queues", settings.models[0].queue], config, log, tmp_path / "hook")
     try:
         records = client.wait_many(ids, timeout=180)
         time.sleep(dead_after_s)  # a redelivery of a job that just finished would show up now
@@ -119,7 +121,6 @@ def test_jobs_held_longer_than_dead_after_run_once(rabbit, tmp_path):
     assert {record.state for record in records.values()} == {"succeeded"}, log.read_text()[-3000:]
     started = sorted(record.started_at for record in records.values())
     waited = (started[-1] - started[0]).total_seconds()
-    silent_window_s = 3 * heartbeat_s(settings)  # held past this, a job would be lost with a dead connection
     assert waited > silent_window_s, f"the last job waited only {waited:.1f} s: nothing held long"
     assert {record.attempts for record in records.values()} == {1}
     assert [record.model_dump() for record in later] == [records[job_id].model_dump() for job_id in ids]
