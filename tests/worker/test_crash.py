@@ -8,6 +8,7 @@ from devtools.config_files import write_config
 from pipeq.config.catalogue import ModelEntry
 from pipeq.core.broker import priority_lists
 from pipeq.producer import Client
+from tests.support.guarantees import caught_mid_batch, submit_by_priority
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 from tests.support.workers import kill, start_worker_process
@@ -32,17 +33,12 @@ def crash_setup(redis_url, s3_endpoint, tiny_models, tmp_path, redis_db):
 def test_a_worker_killed_mid_batch_loses_no_job(crash_setup, tmp_path, priorities):
     settings, config, client = crash_setup
     log = tmp_path / "worker.log"
-    ids = []
-    for priority in priorities:
-        inputs = [f"{priority} review number {i} was fine" for i in range(300 // len(priorities))]
-        ids += client.submit_many(TEXT, inputs, priority=priority)
-
-    def mid_batch() -> bool:
-        return {"succeeded", "running"} <= {record.state for record in client.store.get_many(ids)}
-
+    ids = submit_by_priority(client, priorities)
     first = start_worker_process(config, "crash", log)
     try:
-        wait_until(mid_batch, 120, message=f"never caught the worker mid-batch in 120 s; its log: {log}")
+        wait_until(
+            caught_mid_batch(client, ids), 120, message=f"never caught the worker mid-batch in 120 s; its log: {log}"
+        )
         kill(first)
         states = [r.state for r in client.store.get_many(ids)]
         assert states.count("succeeded") < len(ids), "the worker finished before it could be killed"

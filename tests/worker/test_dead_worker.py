@@ -1,7 +1,6 @@
 """A worker killed mid-burst: the jobs it held go to the others after dead_after_s, not after the (long) visibility
 timeout, and none is lost or gives a second result."""
 
-import signal
 import time
 
 import pytest
@@ -9,6 +8,7 @@ import pytest
 from devtools.config_files import write_config
 from pipeq.config.catalogue import ModelEntry
 from pipeq.producer import Client
+from tests.support.guarantees import check_a_long_pause_loses_the_jobs, check_a_short_pause_keeps_the_jobs, node
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 from tests.support.workers import kill, start_worker_process
@@ -43,7 +43,7 @@ def test_a_killed_workers_jobs_finish_after_dead_after_not_the_visibility_timeou
     _settings, client, workers = three_workers
     victim = workers[0]
     ids = client.submit_many(TEXT, [f"review {i} of the burst" for i in range(JOBS)])
-    name = f"pipeq-cpu-{victim.pid}@"
+    name = node(victim)
 
     def victim_holds_jobs() -> bool:
         return any(record.worker and record.worker.startswith(name) for record in client.store.get_many(ids))
@@ -64,49 +64,11 @@ def test_a_killed_workers_jobs_finish_after_dead_after_not_the_visibility_timeou
     print(f"{len(held)} job(s) running on the killed worker; every job done {recovered_s:.1f} s after the kill")
 
 
-def paused(worker, seconds: float) -> None:
-    """SIGSTOP the worker for ``seconds`` (a long GC, a slow network, a debugger), then SIGCONT."""
-    worker.send_signal(signal.SIGSTOP)
-    try:
-        time.sleep(seconds)
-    finally:
-        worker.send_signal(signal.SIGCONT)
-
-
-def burst_caught_running(client, workers, prefix: str) -> list[str]:
-    """Submit a burst and wait until the first worker is running some of it; the jobs' ids."""
-    ids = client.submit_many(TEXT, [f"{prefix} review {i}" for i in range(JOBS)])
-    name = f"pipeq-cpu-{workers[0].pid}@"
-
-    def first_is_running() -> bool:
-        return any(r.state == "running" and r.worker.startswith(name) for r in client.store.get_many(ids))
-
-    wait_until(first_is_running, 120, message="the first worker never ran a job")
-    return ids
-
-
 def test_a_worker_paused_for_less_than_dead_after_keeps_its_jobs(three_workers):
     _settings, client, workers = three_workers
-    ids = burst_caught_running(client, workers, "short pause")
-    paused(workers[0], DEAD_AFTER_S / 3)
-    records = client.wait_many(ids, timeout=120)
-    assert {record.state for record in records.values()} == {"succeeded"}
-    assert {record.attempts for record in records.values()} == {1}  # nothing went to another worker
+    check_a_short_pause_keeps_the_jobs(client, workers, JOBS, DEAD_AFTER_S / 3)
 
 
 def test_a_worker_paused_longer_loses_its_jobs_and_its_late_results_are_discarded(three_workers):
     _settings, client, workers = three_workers
-    ids = burst_caught_running(client, workers, "long pause")
-    name = f"pipeq-cpu-{workers[0].pid}@"
-    running = [r.id for r in client.store.get_many(ids) if r.state == "running" and r.worker.startswith(name)]
-    workers[0].send_signal(signal.SIGSTOP)
-    try:
-        records = client.wait_many(ids, timeout=120)  # the others finish everything while it is stopped
-    finally:
-        workers[0].send_signal(signal.SIGCONT)
-    assert {record.state for record in records.values()} == {"succeeded"}
-    taken_over = [records[job_id] for job_id in running]
-    assert taken_over and all(r.attempts == 2 and not r.worker.startswith(name) for r in taken_over)
-    time.sleep(DEAD_AFTER_S)  # the resumed worker finishes what it was running: its results are refused
-    after = client.store.get_many(ids)
-    assert [r.model_dump() for r in after] == [records[job_id].model_dump() for job_id in ids]  # one result each
+    check_a_long_pause_loses_the_jobs(client, workers, JOBS, DEAD_AFTER_S)

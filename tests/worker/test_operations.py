@@ -3,12 +3,9 @@ that finishes the micro-batch in hand, gives back the rest, loses nothing, runs 
 the drain timeout."""
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
-from collections import Counter
 
 import httpx
 import pytest
@@ -17,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from devtools.config_files import write_config
 from devtools.local_services import free_port
 from pipeq.config.catalogue import ModelEntry
-from pipeq.config.settings import Metrics, drain_timeout
+from pipeq.config.settings import Metrics
 from pipeq.ops.http import MAX_CONNECTIONS
 from pipeq.producer import Client
-from tests.support.hang_hook import SLOW_MARKER, start_hooked
+from tests.support.guarantees import check_sigterm_drains
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 from tests.support.workers import ROOT, kill, start_worker_process
@@ -128,44 +125,13 @@ def test_a_second_worker_on_a_taken_metrics_port_refuses_to_start(ops_setup, tmp
 
 def test_sigterm_drains_finishes_the_batch_in_hand_and_gives_back_the_rest(ops_setup, tmp_path):
     settings, config, client = ops_setup
-    model = settings.models[0].name
-    bound = drain_timeout(settings, [QUEUE])
-    log = tmp_path / "worker.log"
-    worker = start_hooked(["--device", "cpu", "--queues", QUEUE], config, log, tmp_path / "hook")
-    try:
-        wait_until(lambda: ready(settings.metrics.port), 120, message=f"the worker never got ready; its log: {log}")
-        assert client.wait(client.submit(TEXT, "warm-up", model=model), 120).state == "succeeded"  # model loaded
-        [slow] = client.submit_many(TEXT, [f"a {SLOW_MARKER} review"], model=model)
-        wait_until(lambda: client.store.get(slow).state == "running", 60, message="the slow job never started")
-        time.sleep(0.5)  # from its claim into its pipeline call: milliseconds, the call itself takes seconds
-        burst = client.submit_many(TEXT, [f"review {i} of the burst" for i in range(200)], model=model)
-        broker = client.store.redis.from_url(settings.broker_url)
-        wait_until(lambda: broker.hlen("unacked") > 1, 30, message="the worker took none of the burst")
-        assert client.store.get(slow).state == "running", "the slow job ended before the drain could start"
-
-        worker.send_signal(signal.SIGTERM)
-        began = time.monotonic()
-        code = worker.wait(bound + 30)
-        took = time.monotonic() - began
-    finally:
-        if worker.poll() is None:
-            kill(worker)
-    assert code == 0, log.read_text()[-3000:]
-    assert took <= bound, f"the drain took {took:.1f} s, past its bound of {bound:g} s"
-
-    slow_record = client.store.get(slow)
-    assert (slow_record.state, slow_record.attempts) == ("succeeded", 1)  # the batch in hand was finished
-    states = Counter(record.state for record in client.store.get_many(burst))
-    assert states["running"] == 0 and states["queued"] > 0, states
-    assert broker.hlen("unacked") == 0  # nothing held by a worker that is gone
-    assert broker.llen(QUEUE) == states["queued"]  # every job it did not finish is back in the queue
-    given_back = [record for record in client.store.get_many(burst) if record.state == "queued"]
-    assert {record.attempts for record in given_back} <= {0}  # with the attempt it did not use
-
-    second = start_worker_process(config, QUEUE, tmp_path / "second.log")
-    try:
-        records = client.wait_many(burst, timeout=180)
-    finally:
-        kill(second)
-    assert {record.state for record in records.values()} == {"succeeded"}
-    assert {record.attempts for record in records.values()} == {1}  # nothing ran twice
+    broker = client.store.redis.from_url(settings.broker_url)
+    check_sigterm_drains(
+        settings,
+        config,
+        client,
+        tmp_path,
+        waiting=lambda: broker.llen(QUEUE),
+        worker_ready=lambda: ready(settings.metrics.port),
+        held=lambda: broker.hlen("unacked"),
+    )

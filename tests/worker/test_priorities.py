@@ -10,8 +10,8 @@ import pytest
 from pipeq.config.settings import Settings
 from pipeq.producer import Client
 from pipeq.worker.app import create_app
+from tests.support.guarantees import check_a_high_job_overtakes_a_backlog
 from tests.support.settings import make_settings
-from tests.support.waiting import wait_until
 from tests.support.workers import worker_thread
 
 pytestmark = [pytest.mark.own_worker, pytest.mark.slow]
@@ -37,27 +37,7 @@ def texts(count: int, label: str) -> list[str]:
 
 
 def test_a_high_job_finishes_within_the_next_two_micro_batches(own_settings, client):
-    normal = client.submit_many(TEXT, texts(BACKLOG, "normal"))
-    with worker_thread(create_app(own_settings)):
-        wait_until(
-            lambda: {record.state for record in client.store.get_many(normal[:50])} == {"succeeded"},
-            120,
-            message="the worker never got going on the backlog",
-        )
-        urgent = client.wait(client.submit(TEXT, "urgent: it was fine", priority="high"), timeout=60)
-        normals = list(client.wait_many(normal, timeout=120).values())
-
-    assert urgent.state == "succeeded"
-    assert urgent.priority == "high"
-    # Jobs claimed together share their started_at: one value per micro-batch.
-    batches = {
-        record.started_at
-        for record in [*normals, urgent]
-        if urgent.submitted_at < record.started_at <= urgent.started_at
-    }
-    assert len(batches) <= 2, f"{len(batches)} micro-batches started between the high job's submission and its own"
-    overtaken = [record for record in normals if record.started_at > urgent.started_at]
-    assert len(overtaken) > BACKLOG // 2, "the backlog was mostly done before the high job came: nothing to overtake"
+    check_a_high_job_overtakes_a_backlog(own_settings, client, backlog=BACKLOG, most_batches=2)
 
 
 def test_low_jobs_finish_while_high_jobs_keep_coming(own_settings, client):

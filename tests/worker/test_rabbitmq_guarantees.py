@@ -13,12 +13,22 @@ from kombu import Connection
 
 from devtools.config_files import write_config
 from devtools.local_services import free_port
-from pipeq.config.settings import Metrics, drain_timeout
+from pipeq.config.settings import Metrics
 from pipeq.core.amqp import heartbeat_s
 from pipeq.core.messaging import TASK_NAME
 from pipeq.producer import Client
 from pipeq.worker.app import create_app
-from tests.support.hang_hook import MARKER, SLOW_MARKER, start_hooked, with_slow_jobs
+from tests.support.guarantees import (
+    burst_caught_running,
+    caught_mid_batch,
+    check_a_high_job_overtakes_a_backlog,
+    check_a_long_pause_loses_the_jobs,
+    check_a_short_pause_keeps_the_jobs,
+    check_sigterm_drains,
+    node,
+    submit_by_priority,
+)
+from tests.support.hang_hook import MARKER, start_hooked, with_slow_jobs
 from tests.support.rabbitmq import rabbitmq_settings, ready_messages
 from tests.support.waiting import wait_until
 from tests.support.workers import kill, start_worker_process, worker_thread
@@ -64,17 +74,10 @@ def test_a_worker_killed_mid_batch_loses_no_job(rabbit, tmp_path, priorities):
     settings, config, client = rabbit({"max_batch_jobs": 2, "max_wait_s": 0.01}, dead_after_s=3)
     queue = settings.models[0].queue
     log = tmp_path / "worker.log"
-    ids = []
-    for priority in priorities:
-        inputs = [f"{priority} review number {i} was fine" for i in range(300 // len(priorities))]
-        ids += client.submit_many(TEXT, inputs, priority=priority)
-
-    def mid_batch() -> bool:
-        return {"succeeded", "running"} <= {record.state for record in client.store.get_many(ids)}
-
+    ids = submit_by_priority(client, priorities)
     first = start_worker_process(config, queue, log)
     try:
-        wait_until(mid_batch, 120, message=f"never caught the worker mid-batch in 120 s; its log: {log}")
+        wait_until(caught_mid_batch(client, ids), 120, message=f"never caught the worker mid-batch; its log: {log}")
         kill(first)
         states = [r.state for r in client.store.get_many(ids)]
         assert states.count("succeeded") < len(ids), "the worker finished before it could be killed"
@@ -130,70 +133,23 @@ def test_jobs_held_longer_than_dead_after_run_once(rabbit, tmp_path):
 @pytest.mark.own_worker
 def test_a_high_job_overtakes_a_backlog_on_rabbitmq_3(rabbit):
     """RabbitMQ 3 quorum queues ignore message priorities: the high job comes through its sibling queue."""
-    backlog = 2000
     settings, _, client = rabbit()
-    normal = client.submit_many(TEXT, [f"normal review {i}: it was fine" for i in range(backlog)])
-    with worker_thread(create_app(settings), queues=[settings.models[0].queue]):
-        wait_until(
-            lambda: {record.state for record in client.store.get_many(normal[:50])} == {"succeeded"},
-            120,
-            message="the worker never got going on the backlog",
-        )
-        urgent = client.wait(client.submit(TEXT, "urgent: it was fine", priority="high"), timeout=60)
-        normals = list(client.wait_many(normal, timeout=120).values())
-    assert (urgent.state, urgent.priority) == ("succeeded", "high")
-    batches = {
-        record.started_at
-        for record in [*normals, urgent]
-        if urgent.submitted_at < record.started_at <= urgent.started_at
-    }
     # One more than on Redis: the delivery crosses the consumer's event loop, which also settles the batch before.
-    assert len(batches) <= 3, f"{len(batches)} micro-batches started between the high job's submission and its own"
-    overtaken = [record for record in normals if record.started_at > urgent.started_at]
-    assert len(overtaken) > backlog // 2, "the backlog was mostly done before the high job came: nothing to overtake"
+    check_a_high_job_overtakes_a_backlog(settings, client, backlog=2000, most_batches=3)
 
 
 def test_sigterm_drains_finishes_the_batch_in_hand_and_gives_back_the_rest(rabbit, tmp_path):
     settings, _, client = rabbit({"max_batch_jobs": 4, "expected_seconds": 10.0})
     settings = settings.model_copy(update={"metrics": Metrics(port=free_port())})
     config = write_config(settings, tmp_path / "drain.toml")
-    queue, model = settings.models[0].queue, settings.models[0].name
-    bound = drain_timeout(settings, [queue])
-    log = tmp_path / "worker.log"
-    worker = start_hooked(["--device", "cpu", "--queues", queue], config, log, tmp_path / "hook")
-    try:
-        wait_until(lambda: ready(settings.metrics.port), 120, message=f"the worker never got ready; its log: {log}")
-        assert client.wait(client.submit(TEXT, "warm-up", model=model), 120).state == "succeeded"
-        [slow] = client.submit_many(TEXT, [f"a {SLOW_MARKER} review"], model=model)
-        wait_until(lambda: client.store.get(slow).state == "running", 60, message="the slow job never started")
-        time.sleep(0.5)  # from its claim into its pipeline call: milliseconds, the call itself takes seconds
-        burst = client.submit_many(TEXT, [f"review {i} of the burst" for i in range(200)], model=model)
-        wait_until(lambda: ready_messages(settings, queue)["queue"] < 200, 30, message="the worker took none")
-        assert client.store.get(slow).state == "running", "the slow job ended before the drain could start"
-        worker.send_signal(signal.SIGTERM)
-        began = time.monotonic()
-        code = worker.wait(bound + 30)
-        took = time.monotonic() - began
-    finally:
-        if worker.poll() is None:
-            kill(worker)
-    assert code == 0, log.read_text()[-3000:]
-    assert took <= bound, f"the drain took {took:.1f} s, past its bound of {bound:g} s"
-    slow_record = client.store.get(slow)
-    assert (slow_record.state, slow_record.attempts) == ("succeeded", 1)  # the batch in hand was finished
-    states = Counter(record.state for record in client.store.get_many(burst))
-    assert states["running"] == 0 and states["queued"] > 0, states
-    assert ready_messages(settings, queue)["queue"] == states["queued"]  # every job it did not finish is back
-    given_back = [record for record in client.store.get_many(burst) if record.state == "queued"]
-    assert {record.attempts for record in given_back} <= {0}  # with the attempt it did not use
-
-    second = start_worker_process(config, queue, tmp_path / "second.log")
-    try:
-        records = client.wait_many(burst, timeout=180)
-    finally:
-        kill(second)
-    assert {record.state for record in records.values()} == {"succeeded"}
-    assert {record.attempts for record in records.values()} == {1}  # nothing ran twice
+    check_sigterm_drains(
+        settings,
+        config,
+        client,
+        tmp_path,
+        waiting=lambda: ready_messages(settings, settings.models[0].queue)["queue"],
+        worker_ready=lambda: ready(settings.metrics.port),
+    )  # a gone worker's connection is closed: RabbitMQ holds nothing for it
 
 
 DEAD_AFTER_S = 9
@@ -212,22 +168,10 @@ def three_workers(rabbit, tmp_path):
             kill(worker)
 
 
-def burst_caught_running(client, workers, prefix: str) -> list[str]:
-    """Submit a burst and wait until the first worker is running some of it; the jobs' ids."""
-    ids = client.submit_many(TEXT, [f"{prefix} review {i}" for i in range(BURST)])
-    name = f"pipeq-cpu-{workers[0].pid}@"
-
-    def first_is_running() -> bool:
-        return any(r.state == "running" and r.worker.startswith(name) for r in client.store.get_many(ids))
-
-    wait_until(first_is_running, 120, message="the first worker never ran a job")
-    return ids
-
-
 def test_a_killed_workers_jobs_go_to_the_others(three_workers):
     client, workers = three_workers
-    ids = burst_caught_running(client, workers, "killed")
-    name = f"pipeq-cpu-{workers[0].pid}@"
+    ids = burst_caught_running(client, workers[0], "killed", BURST)
+    name = node(workers[0])
     workers[0].send_signal(signal.SIGSTOP)  # frozen, so that what it runs now is what it runs when killed
     held = [r.id for r in client.store.get_many(ids) if r.state == "running" and r.worker.startswith(name)]
     kill(workers[0])  # its connection closes: RabbitMQ gives what it held to the others at once
@@ -239,33 +183,12 @@ def test_a_killed_workers_jobs_go_to_the_others(three_workers):
 
 def test_a_worker_paused_for_less_than_dead_after_keeps_its_jobs(three_workers):
     client, workers = three_workers
-    ids = burst_caught_running(client, workers, "short pause")
-    workers[0].send_signal(signal.SIGSTOP)
-    try:
-        time.sleep(DEAD_AFTER_S / 3)
-    finally:
-        workers[0].send_signal(signal.SIGCONT)
-    records = client.wait_many(ids, timeout=120)
-    assert {record.state for record in records.values()} == {"succeeded"}
-    assert {record.attempts for record in records.values()} == {1}  # nothing went to another worker
+    check_a_short_pause_keeps_the_jobs(client, workers, BURST, DEAD_AFTER_S / 3)
 
 
 def test_a_worker_paused_longer_loses_its_jobs_and_its_late_results_are_discarded(three_workers):
     client, workers = three_workers
-    ids = burst_caught_running(client, workers, "long pause")
-    name = f"pipeq-cpu-{workers[0].pid}@"
-    running = [r.id for r in client.store.get_many(ids) if r.state == "running" and r.worker.startswith(name)]
-    workers[0].send_signal(signal.SIGSTOP)
-    try:
-        records = client.wait_many(ids, timeout=120)  # the others finish everything while it is stopped
-    finally:
-        workers[0].send_signal(signal.SIGCONT)
-    assert {record.state for record in records.values()} == {"succeeded"}
-    taken_over = [records[job_id] for job_id in running]
-    assert taken_over and all(r.attempts == 2 and not r.worker.startswith(name) for r in taken_over)
-    time.sleep(DEAD_AFTER_S)  # the resumed worker finishes what it was running: its results are refused
-    after = client.store.get_many(ids)
-    assert [r.model_dump() for r in after] == [records[job_id].model_dump() for job_id in ids]  # one result each
+    check_a_long_pause_loses_the_jobs(client, workers, BURST, DEAD_AFTER_S)
 
 
 def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(rabbit, tmp_path):
