@@ -102,8 +102,8 @@ draining = Gauge("pipeq_worker_draining", "1 while this worker drains (stops tak
 
 webhook_attempts = Counter(
     "pipeq_webhook_attempts_total",
-    "Webhook delivery attempts by outcome: delivered, skipped (already delivered or in flight), retried, failed"
-    " (given up).",
+    "Webhook delivery attempts by outcome: delivered, skipped (already delivered), waited (another delivery of it"
+    " in flight: not an attempt), retried, failed (given up).",
     ["outcome"],
 )
 webhook_attempt = Histogram(

@@ -22,7 +22,9 @@ never holds up a model:
   ``pipeq webhooks failed`` lists it, :func:`redeliver` or ``pipeq webhooks redeliver ID`` queues it again);
 * each event is delivered at most once successfully: after a 2xx a marker is set, and every attempt checks it
   under a per-event lock held longer than an attempt's deadline, so a second ``completed`` queued for a re-run job
-  sends nothing. Events may arrive out of order (retries): receivers order them by their ``sequence``.
+  sends nothing. A delivery that finds the lock taken waits until it is free (:class:`InFlight`) without using an
+  attempt: a lock left by an attempt cut off by a Redis restart must not dead-letter a webhook that was sent.
+  Events may arrive out of order (retries): receivers order them by their ``sequence``.
 """
 
 import json
@@ -56,6 +58,15 @@ log = logging.getLogger(__name__)
 REQUEST_HEADERS = {"Content-Type": "application/json", "User-Agent": "pipeq"}
 """Sent with every delivery, besides the ``webhook-*`` headers."""
 LOCK_MARGIN_SECONDS = 10.0
+LOCK_RECHECK_SECONDS = 0.05
+"""How long after a taken lock's expiry a waiting delivery tries again."""
+
+
+class InFlight(TemporaryFailure):
+    """Another delivery of the same event holds its lock (or died holding it): try again once the lock is free,
+    in ``retry_after`` seconds, without counting an attempt."""
+
+
 """How much longer than an attempt's deadline the per-job lock is held (the Redis calls around the POST)."""
 
 
@@ -168,7 +179,8 @@ class Deliverer:
         target = webhook_of(record, url)
         lock = self.store.redis.lock(f"pipeq:webhooks:sending:{identity}", timeout=self.lock_seconds)
         if not lock.acquire(blocking=False):  # another delivery of it is in flight, or died holding the lock
-            raise TemporaryFailure(f"another delivery of {identity} is in flight; trying again after it")
+            free_in = min(max(self.store.redis.pttl(lock.name), 0) / 1000, self.lock_seconds) + LOCK_RECHECK_SECONDS
+            raise InFlight(f"another delivery of {identity} is in flight; trying again after it", free_in)
         try:
             if self.delivered(identity):
                 return False
@@ -239,12 +251,19 @@ def register(app: Any) -> None:
     # shared=False: a shared task would be copied, with this app's settings, into every app created later.
     @app.task(name=DELIVER_TASK, bind=True, acks_late=True, max_retries=None, ignore_result=True, shared=False)
     def deliver(
-        self: Task, job_id: str, url: str | None = None, event: str = "completed", sequence: int | None = None
+        self: Task,
+        job_id: str,
+        url: str | None = None,
+        event: str = "completed",
+        sequence: int | None = None,
+        waited: int = 0,
     ) -> None:
         """POST event ``event`` (numbered ``sequence``) of job ``job_id`` to its webhook; retry, or dead-letter when
-        there is no point. ``url`` (messages queued before URLs were read from records) must be the record's."""
+        there is no point. ``url`` (messages queued before URLs were read from records) must be the record's.
+        ``waited``: the retries so far that only waited for another delivery's lock (not attempts)."""
         config = deliverer.config
-        attempt = self.request.retries + 1
+        waits = lock_waits(waited, self.request.retries)
+        attempt = self.request.retries + 1 - waits
         began = time.monotonic()
         try:
             sent = deliverer.attempt(job_id, url, event, sequence)
@@ -259,17 +278,33 @@ def register(app: Any) -> None:
             if sent:
                 log.info("webhook for job %s delivered on attempt %d", job_id, attempt)
             return
-        if attempt >= config.max_attempts:
+        waiting = isinstance(failure, InFlight) and waits < config.max_attempts
+        if not waiting and attempt >= config.max_attempts:
             _count(began, "failed")
             _give_up(deliverer, job_id, url, attempt, failure, event)
             return
-        _count(began, "retried")
-        delay = retry_delay(config, self.request.retries, getattr(failure, "retry_after", None))
-        unexpected = not isinstance(failure, TemporaryFailure)
-        log.warning(
-            "webhook for job %s: %s; attempt %d in %.2f s", job_id, failure, attempt + 1, delay, exc_info=unexpected
-        )
-        raise self.retry(countdown=delay)
+        if waiting:
+            _count(began, "waited")
+            delay, waits = failure.retry_after, waits + 1
+            log.info("webhook for job %s: %s; in %.2f s (not an attempt)", job_id, failure, delay)
+        else:
+            _count(began, "retried")
+            delay = retry_delay(config, attempt - 1, getattr(failure, "retry_after", None))
+            unexpected = not isinstance(failure, TemporaryFailure)
+            log.warning(
+                "webhook for job %s: %s; attempt %d in %.2f s", job_id, failure, attempt + 1, delay, exc_info=unexpected
+            )
+        # Every retry carries the waits counted here, so a message's own claim never outlives its first run.
+        kwargs = {"url": url, "event": event, "sequence": sequence, "waited": waits}
+        raise self.retry(args=[job_id], kwargs=kwargs, countdown=delay)
+
+
+def lock_waits(waited: Any, retries: int) -> int:
+    """How many of a delivery's ``retries`` only waited for a lock, from its message's ``waited``: a whole number
+    from 0 to ``retries`` (anything else in a message counts as 0, so it cannot buy attempts)."""
+    if isinstance(waited, bool) or not isinstance(waited, int):
+        return 0
+    return min(max(waited, 0), retries)
 
 
 def _count(began: float, outcome: str) -> None:

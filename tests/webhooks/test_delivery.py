@@ -28,6 +28,7 @@ from pipeq.webhooks.delivery import (
     create_webhooks_app,
     delivered_key,
     enqueue_deliveries,
+    lock_waits,
     redeliver,
     retry_delay,
 )
@@ -355,6 +356,41 @@ def test_deliveries_of_one_job_running_at_once_post_once(hooks):
         queue_delivery(hooks, job_id, receiver.url, times=3)  # three threads pick them up together
         hooks.runs.wait_finished(job_id, runs=3)
         assert len(receiver.requests) == 1
+
+
+def test_a_delivery_finding_its_lock_taken_waits_for_it_without_using_its_attempts(hooks):
+    """A lock left by an attempt cut off after its POST (Redis restarted before the delivered marker and the lock's
+    release): the retry waits for the lock to expire instead of spending its 4 attempts (0.2 s apart at most) on
+    it and dead-lettering a webhook the receiver has."""
+    with Receiver() as receiver:
+        job_id = store_final_record(hooks, receiver.url)
+        hooks.redis.set(f"pipeq:webhooks:sending:{job_id}", "an attempt cut off by a restart", px=1500)
+        taken_at = time.monotonic()
+        queue_delivery(hooks, job_id, receiver.url)
+        states = hooks.runs.wait_finished(job_id)
+        [request] = receiver.requests
+    assert request.at - taken_at >= 1.4  # sent once the lock expired, not before
+    assert states[-1] == "SUCCESS" and "RETRY" in states
+    assert hooks.delivered(job_id)
+    assert job_id not in [entry["id"] for entry in hooks.dead_letters.entries()]
+
+
+def test_a_message_cannot_buy_attempts_by_claiming_lock_waits(hooks):
+    with Receiver(*[500] * 10) as receiver:
+        job_id = store_final_record(hooks, receiver.url)
+        hooks.app.send_task(DELIVER_TASK, args=[job_id], kwargs={"waited": 10**9}, queue=hooks.settings.webhooks.queue)
+        hooks.runs.wait_finished(job_id)
+        assert len(receiver.requests) == hooks.settings.webhooks.max_attempts  # 4, as with no claim
+    [entry] = [entry for entry in hooks.dead_letters.entries() if entry["id"] == job_id]
+    assert entry["attempts"] == hooks.settings.webhooks.max_attempts
+
+
+@pytest.mark.parametrize(
+    ("waited", "retries", "counted"),
+    [(0, 3, 0), (2, 3, 2), (3, 3, 3), (4, 3, 3), (10**9, 3, 3), (-5, 3, 0), (True, 3, 0), ("2", 3, 0), (1.5, 3, 0)],
+)
+def test_lock_waits_are_whole_numbers_no_more_than_the_retries(waited, retries, counted):
+    assert lock_waits(waited, retries) == counted
 
 
 def test_an_unsafe_url_is_dead_lettered_without_an_attempt(hooks):
