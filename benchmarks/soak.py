@@ -423,7 +423,7 @@ def run_soak(
         }
         wait_webhooks(receiver, with_webhook, args.webhook_wait_s)
         records = read_records(client.store, ids)
-        dead_letters = len(retried(lambda: DeadLetters(client.store.redis).entries()))
+        dead_lettered = {entry["id"] for entry in retried(lambda: DeadLetters(client.store.redis).entries())}
         clock_offset = time.time() - time.monotonic()
         receipts = receipts_of(list(receiver.requests), clock_offset)
         write_log = writes.snapshot()
@@ -447,7 +447,7 @@ def run_soak(
             **job_outcomes(submitted.accepted, records),
             "run_more_than_once": reruns(records, write_log),
             "duplicate_results": duplicate_results(records, write_log, receipts),
-            "webhooks": {**webhook_figures(with_webhook, records, receipts), "dead_letters": dead_letters},
+            "webhooks": webhook_figures(with_webhook, records, receipts, dead_lettered),
             "latency": latency(submitted.accepted, records),
             "faults": recovery(loop.faults, records, write_log, receipts),
             "fault_details": [fault.__dict__ for fault in loop.faults],
@@ -489,7 +489,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "lost",
         "run > once (attempts > 1 / started twice / by 2 workers)",
         "duplicate results (final written twice / webhook results differ)",
-        "webhooks: duplicate / redelivered / missing",
+        "webhooks: duplicate / redelivered / dead-lettered / missing",
         "latency p50 / p99",
         *[f"{kind} (count: back median/max)" for kind in kinds],
     ]
@@ -506,7 +506,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{runs['attempts_over_1']} / {runs.get('started_more_than_once', 'n/a')} /"
             f" {runs.get('started_by_several_workers', 'n/a')}",
             f"{dup.get('final_written_twice', 'n/a')} / {dup['webhook_results_differ']}",
-            f"{hooks['duplicate']} / {hooks['redelivered']} / {hooks['missing']}",
+            f"{hooks['duplicate']} / {hooks['redelivered']} / {hooks['dead_lettered']} / {hooks['missing']}",
             f"{lat['p50_s']:.2f} / {lat['p99_s']:.2f} s" if lat["p50_s"] is not None else "n/a",
             *[fault_cell(row["faults"].get(kind)) for kind in kinds],
         ]

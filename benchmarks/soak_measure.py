@@ -198,20 +198,27 @@ def duplicate_results(
     return figures
 
 
-def webhook_figures(with_webhook: set[str], records: dict[str, Any], receipts: list[Receipt]) -> dict[str, Any]:
+def webhook_figures(
+    with_webhook: set[str], records: dict[str, Any], receipts: list[Receipt], dead_lettered: set[str]
+) -> dict[str, Any]:
     """Per (job, event): duplicates (more than one distinct webhook id), redeliveries (the same id received
     again, e.g. after a flap cut the answer off; with another sequence number: a second message for the event),
-    and jobs whose completed webhook never came."""
+    and jobs whose completed webhook never came: dead-lettered (given up after max_attempts, kept for
+    ``pipeq webhooks redeliver``) or missing (neither: lost). ``dead_lettered``: the job ids in the dead letters."""
     ids: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     sequences: dict[tuple[str, str], set[int | None]] = defaultdict(set)
     for receipt in receipts:
         ids[(receipt.job_id, receipt.event)][receipt.webhook_id] += 1
         sequences[(receipt.job_id, receipt.event)].add(receipt.sequence)
     final = {job_id for job_id in with_webhook if records.get(job_id) is not None and records[job_id].done}
-    missing = sorted(job_id for job_id in final if (job_id, "completed") not in ids)
+    unreceived = sorted(job_id for job_id in final if (job_id, "completed") not in ids)
+    missing = [job_id for job_id in unreceived if job_id not in dead_lettered]
     return {
         "expected": len(final),
         "received": len(receipts),
+        "dead_lettered": len(unreceived) - len(missing),
+        "dead_lettered_ids": [job_id for job_id in unreceived if job_id in dead_lettered][:20],
+        "dead_letters_received": len(dead_lettered & {job_id for job_id, event in ids if event == "completed"}),
         "missing": len(missing),
         "missing_ids": missing[:20],
         "duplicate": sum(1 for counts in ids.values() if len(counts) > 1),
