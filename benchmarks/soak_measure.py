@@ -212,12 +212,13 @@ def webhook_figures(
         sequences[(receipt.job_id, receipt.event)].add(receipt.sequence)
     final = {job_id for job_id in with_webhook if records.get(job_id) is not None and records[job_id].done}
     unreceived = sorted(job_id for job_id in final if (job_id, "completed") not in ids)
+    given_up = [job_id for job_id in unreceived if job_id in dead_lettered]
     missing = [job_id for job_id in unreceived if job_id not in dead_lettered]
     return {
         "expected": len(final),
         "received": len(receipts),
-        "dead_lettered": len(unreceived) - len(missing),
-        "dead_lettered_ids": [job_id for job_id in unreceived if job_id in dead_lettered][:20],
+        "dead_lettered": len(given_up),
+        "dead_lettered_ids": given_up[:20],
         "dead_letters_received": len(dead_lettered & {job_id for job_id, event in ids if event == "completed"}),
         "missing": len(missing),
         "missing_ids": missing[:20],

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 REQUEST_HEADERS = {"Content-Type": "application/json", "User-Agent": "pipeq"}
 """Sent with every delivery, besides the ``webhook-*`` headers."""
 LOCK_MARGIN_SECONDS = 10.0
+"""How much longer than an attempt's deadline the per-job lock is held (the Redis calls around the POST)."""
 LOCK_RECHECK_SECONDS = 0.05
 """How long after a taken lock's expiry a waiting delivery tries again."""
 
@@ -65,9 +66,6 @@ LOCK_RECHECK_SECONDS = 0.05
 class InFlight(TemporaryFailure):
     """Another delivery of the same event holds its lock (or died holding it): try again once the lock is free,
     in ``retry_after`` seconds, without counting an attempt."""
-
-
-"""How much longer than an attempt's deadline the per-job lock is held (the Redis calls around the POST)."""
 
 
 def delivered_key(webhook_id: str) -> str:
