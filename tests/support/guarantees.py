@@ -39,15 +39,16 @@ def caught_mid_batch(client: Client, ids: list[str]) -> Callable[[], bool]:
     return lambda: {"succeeded", "running"} <= {record.state for record in client.store.get_many(ids)}
 
 
+def running_on(client: Client, ids: list[str], worker: Popen) -> list[str]:
+    """The ids among ``ids`` whose records say ``worker`` runs them now."""
+    name = node(worker)
+    return [r.id for r in client.store.get_many(ids) if r.state == "running" and r.worker.startswith(name)]
+
+
 def burst_caught_running(client: Client, worker: Popen, prefix: str, count: int) -> list[str]:
     """Submit ``count`` jobs and wait until ``worker`` runs some of them; their ids."""
     ids = client.submit_many(TEXT, [f"{prefix} review {i}" for i in range(count)])
-    name = node(worker)
-
-    def running_there() -> bool:
-        return any(r.state == "running" and r.worker.startswith(name) for r in client.store.get_many(ids))
-
-    wait_until(running_there, 120, message="the worker never ran a job of the burst")
+    wait_until(lambda: running_on(client, ids, worker), 120, message="the worker never ran a job of the burst")
     return ids
 
 
@@ -75,7 +76,7 @@ def check_a_long_pause_loses_the_jobs(client: Client, workers: list[Popen], coun
     resumed, it finishes its calls, and their late results are refused (one result each)."""
     ids = burst_caught_running(client, workers[0], "long pause", count)
     name = node(workers[0])
-    running = [r.id for r in client.store.get_many(ids) if r.state == "running" and r.worker.startswith(name)]
+    running = running_on(client, ids, workers[0])
     workers[0].send_signal(signal.SIGSTOP)
     try:
         records = client.wait_many(ids, timeout=120)  # the others finish everything while it is stopped

@@ -8,7 +8,12 @@ import pytest
 from devtools.config_files import write_config
 from pipeq.config.catalogue import ModelEntry
 from pipeq.producer import Client
-from tests.support.guarantees import check_a_long_pause_loses_the_jobs, check_a_short_pause_keeps_the_jobs, node
+from tests.support.guarantees import (
+    check_a_long_pause_loses_the_jobs,
+    check_a_short_pause_keeps_the_jobs,
+    node,
+    running_on,
+)
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 from tests.support.workers import kill, start_worker_process
@@ -51,11 +56,7 @@ def test_a_killed_workers_jobs_finish_after_dead_after_not_the_visibility_timeou
     wait_until(victim_holds_jobs, 120, message="the first worker never took a job")
     kill(victim)
     killed_at = time.monotonic()
-    held = [
-        record.id
-        for record in client.store.get_many(ids)
-        if record.state == "running" and record.worker.startswith(name)
-    ]
+    held = running_on(client, ids, victim)
     records = client.wait_many(ids, timeout=120)
     recovered_s = time.monotonic() - killed_at
     assert {record.state for record in records.values()} == {"succeeded"}

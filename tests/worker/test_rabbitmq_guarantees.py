@@ -26,6 +26,7 @@ from tests.support.guarantees import (
     check_a_short_pause_keeps_the_jobs,
     check_sigterm_drains,
     node,
+    running_on,
     submit_by_priority,
 )
 from tests.support.hang_hook import MARKER, start_hooked, with_slow_jobs
@@ -173,7 +174,7 @@ def test_a_killed_workers_jobs_go_to_the_others(three_workers):
     ids = burst_caught_running(client, workers[0], "killed", BURST)
     name = node(workers[0])
     workers[0].send_signal(signal.SIGSTOP)  # frozen, so that what it runs now is what it runs when killed
-    held = [r.id for r in client.store.get_many(ids) if r.state == "running" and r.worker.startswith(name)]
+    held = running_on(client, ids, workers[0])
     kill(workers[0])  # its connection closes: RabbitMQ gives what it held to the others at once
     records = client.wait_many(ids, timeout=120)
     assert {record.state for record in records.values()} == {"succeeded"}
