@@ -12,6 +12,8 @@ from devtools.config_files import write_config
 from pipeq.config.catalogue import ModelEntry
 from pipeq.core.replication import NotReplicated
 from pipeq.producer import Client
+from tests.support.guarantees import burst_caught_running, node, running_on
+from tests.support.hang_hook import start_hooked, with_slow_jobs
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 from tests.support.workers import kill, start_worker_process
@@ -97,15 +99,10 @@ def test_a_killed_workers_jobs_come_back_after_dead_after_on_sentinel(group, sen
     client = Client(sentinel_settings)
     victim, survivor = workers_for(sentinel_settings, tmp_path, 2)
     try:
-        ids = client.submit_many(TEXT, [f"review {i} of the burst" for i in range(200)])
-        name = f"pipeq-cpu-{victim.pid}@"
-
-        def victim_runs_jobs() -> bool:
-            return any(r.state == "running" and r.worker.startswith(name) for r in client.store.get_many(ids))
-
-        wait_until(victim_runs_jobs, 120, message="the first worker never took a job")
+        ids = burst_caught_running(client, victim, "killed", 200)
+        name = node(victim)
         kill(victim)
-        held = [r.id for r in client.store.get_many(ids) if r.state == "running" and r.worker.startswith(name)]
+        held = running_on(client, ids, victim)
         records = client.wait_many(ids, timeout=120)
     finally:
         for worker in (victim, survivor):
@@ -147,9 +144,11 @@ def test_jobs_held_longer_than_dead_after_run_once_on_sentinel(group, sentinel_s
     roomy = one.model_copy(update={"name": "roomy", "max_batch_jobs": jobs, "queue": "unused"})
     settings = sentinel_settings.model_copy(update={"models": [ModelEntry(**m.model_dump()) for m in (one, roomy)]})
     client = Client(settings)
-    ids = client.submit_many(TEXT, [f"review number {i} was fine" for i in range(jobs)], model=one.name)
+    inputs = with_slow_jobs([f"review number {i} was fine" for i in range(jobs)], 2 * DEAD_AFTER_S)
+    ids = client.submit_many(TEXT, inputs, model=one.name)
     pushes = PushCounter(f"redis://127.0.0.1:{group.primary_port()}", 0, QUEUE)  # a push now is a redelivery
-    (worker,) = workers_for(settings, tmp_path, 1)
+    config = write_config(settings, tmp_path / "pipeq.toml")
+    worker = start_hooked(["--device", "cpu", "--queues", QUEUE], config, tmp_path / "worker.log", tmp_path / "hook")
     try:
         records = client.wait_many(ids, timeout=120)
         time.sleep(DEAD_AFTER_S)  # a redelivery of a job that just finished would show up now
