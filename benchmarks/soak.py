@@ -55,6 +55,7 @@ from benchmarks.soak_measure import (  # noqa: E402
     job_lines,
     job_outcomes,
     latency,
+    message_whereabouts,
     receipts_of,
     recovery,
     reruns,
@@ -68,6 +69,7 @@ from devtools.tiny_models import build_ctc_asr, build_image_classification, buil
 from pipeq.config.catalogue import ModelEntry  # noqa: E402
 from pipeq.config.settings import Settings, Webhooks  # noqa: E402
 from pipeq.core.records import JobRecord, RecordStore  # noqa: E402
+from pipeq.core.redis_client import redis_client  # noqa: E402
 from pipeq.core.storage import s3_client  # noqa: E402
 from pipeq.producer.client import Client  # noqa: E402
 from pipeq.webhooks.dead_letters import DeadLetters  # noqa: E402
@@ -104,6 +106,8 @@ class Endpoints:
     records_url: str
     records_server: Callable[[], str]
     faults: dict[str, chaos.Action] = field(default_factory=dict)
+    broker_database: Callable[[], str] | None = None
+    """Where the broker's messages are now, when it is a Redis database (for the whereabouts of lost jobs)."""
 
 
 @dataclass
@@ -225,9 +229,8 @@ def soak_settings(
 def broker_endpoints(broker: str, redis: PersistentRedis) -> Iterator[Endpoints]:
     """The broker of one run and its own faults; records stay in ``redis`` unless the broker is Sentinel's."""
     if broker == "redis":
-        yield Endpoints(
-            f"{redis.url}/0", f"{redis.url}/1", lambda: redis.url, {"restart_redis": chaos.restart_redis(redis)}
-        )
+        faults = {"restart_redis": chaos.restart_redis(redis)}
+        yield Endpoints(f"{redis.url}/0", f"{redis.url}/1", lambda: redis.url, faults, lambda: f"{redis.url}/0")
     elif broker == "sentinel":
         with sentinel_endpoints() as endpoints:
             yield endpoints
@@ -252,7 +255,7 @@ def sentinel_endpoints() -> Iterator[Endpoints]:
         def primary() -> str:
             return f"redis://127.0.0.1:{group.primary_port()}"
 
-        yield Endpoints(url(0), url(1), primary, {"fail_over": chaos.fail_over(group)})
+        yield Endpoints(url(0), url(1), primary, {"fail_over": chaos.fail_over(group)}, lambda: f"{primary()}/0")
 
 
 @contextmanager
@@ -311,6 +314,17 @@ def submit_steadily(
             printed = time.monotonic()
             print(f"  {done} submitted in {printed - started:.0f} s; {report()}", flush=True)
     return submitted
+
+
+def lost_whereabouts(endpoints: Endpoints, lost_ids: list[str]) -> dict[str, list[str]]:
+    """Where a Redis broker still holds the messages of jobs never final (none for RabbitMQ)."""
+    if not lost_ids or endpoints.broker_database is None:
+        return {}
+    broker = redis_client(endpoints.broker_database())
+    try:
+        return retried(lambda: message_whereabouts(broker, lost_ids))
+    finally:
+        broker.close()
 
 
 def read_records(store: RecordStore, ids: list[str]) -> dict[str, JobRecord | None]:
@@ -407,6 +421,8 @@ def run_soak(
             "flap_receiver": chaos.flap_receiver(receiver, args.outage_s),
             **endpoints.faults,
         }
+        if args.faults:
+            faults = {kind: action for kind, action in faults.items() if kind in args.faults}
         loop = chaos.ChaosLoop(faults, args.chaos_every, rng)
         print(f"[{broker}] submitting {args.jobs} jobs at {args.rate}/s under chaos ({', '.join(sorted(faults))}) ...")
         began = time.monotonic()
@@ -427,6 +443,8 @@ def run_soak(
         clock_offset = time.time() - time.monotonic()
         receipts = receipts_of(list(receiver.requests), clock_offset)
         write_log = writes.snapshot()
+        outcomes = job_outcomes(submitted.accepted, records)
+        whereabouts = lost_whereabouts(endpoints, outcomes["lost_ids"])
         jobs_file = logs / "jobs.jsonl"
         jobs_file.write_text(
             "".join(json.dumps(line) + "\n" for line in job_lines(submitted.accepted, with_webhook, records, receipts))
@@ -444,7 +462,8 @@ def run_soak(
             "submit_s": submit_s,
             "settle_s": settle_s,
             "submit_errors": dict(submitted.errors),
-            **job_outcomes(submitted.accepted, records),
+            **outcomes,
+            "lost_whereabouts": whereabouts,
             "run_more_than_once": reruns(records, write_log),
             "duplicate_results": duplicate_results(records, write_log, receipts),
             "webhooks": webhook_figures(with_webhook, records, receipts, dead_lettered),
@@ -531,6 +550,8 @@ def text_report(row: dict[str, Any]) -> str:
         lines.append(f"  {kind}: {fault_cell(entry)}")
     if row["lost_ids"]:
         lines.append(f"  lost, e.g.: {', '.join(row['lost_ids'][:10])}")
+        for job_id, keys in row.get("lost_whereabouts", {}).items():
+            lines.append(f"    {job_id}: {'held in ' + ', '.join(keys) if keys else 'no message in the broker'}")
     if row["chaos_errors"]:
         lines.append(f"  chaos errors: {row['chaos_errors']}")
     return "\n".join(lines)
@@ -543,6 +564,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--chaos-every", type=float, default=5.0, help="seconds from one fault to the next")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--faults", action="append", choices=FAULT_KINDS, help="only these faults (repeat; default: all the broker has)"
+    )
     parser.add_argument("--rate", type=float, default=15.0, help="jobs submitted per second")
     parser.add_argument("--outage-s", type=float, default=3.0, help="how long S3 and the receiver stay down")
     parser.add_argument("--dead-after-s", type=float, default=5.0, help="the workers' dead_after_s")

@@ -330,3 +330,23 @@ def _median_max(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
     return {"median": statistics.median(values), "max": max(values)}
+
+
+def message_whereabouts(broker: redis.Redis, job_ids: Iterable[str]) -> dict[str, list[str]]:
+    """Where a Redis broker database still holds a message of each of ``job_ids`` (a job's id is its message's task
+    id, in plain text in the message): the keys of the lists (queues, in-flight lists) and hashes (kombu's
+    ``unacked``) naming it, ``[]`` where none does. Tells a job the broker lost from one it still holds."""
+    wanted = list(job_ids)
+    found: dict[str, list[str]] = {job_id: [] for job_id in wanted}
+    for key in broker.scan_iter(count=1000):
+        kind = broker.type(key)
+        if kind == b"list":
+            values = broker.lrange(key, 0, -1)
+        elif kind == b"hash":
+            values = broker.hvals(key)
+        else:
+            continue
+        for job_id in wanted:
+            if any(job_id.encode() in value for value in values):
+                found[job_id].append(key.decode())
+    return found

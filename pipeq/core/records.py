@@ -7,17 +7,27 @@ final record is never overwritten: a redelivered job cannot produce a second res
 compared with the job it names.
 """
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import redis.exceptions
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from pipeq.core import job_index
 from pipeq.core.redis_client import redis_client
 from pipeq.core.replication import NotReplicated, ReplicaWait
+
+log = logging.getLogger(__name__)
+
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""Redis away for now (restarting, failing over: Sentinel's MasterNotFoundError is a ConnectionError)."""
+OUTAGE_LIMIT_S = 300.0
+"""Longest time a wait rides out Redis being unreachable before it raises."""
 
 State = Literal["queued", "running", "succeeded", "failed", "canceled", "expired"]
 STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed", "canceled", "expired")
@@ -302,41 +312,80 @@ class RecordStore:
         """Block until every job is final; TimeoutError after ``timeout`` seconds.
 
         Listens on the jobs' channels and re-reads the records every ``poll`` seconds as a safety net; ``settle``
-        (e.g. expiring jobs past their deadline) is applied to the records read then.
+        (e.g. expiring jobs past their deadline) is applied to the records read then. Rides out Redis being
+        unreachable (a restart, a Sentinel failover with no primary for a while) for up to ``OUTAGE_LIMIT_S`` at a
+        time, listening again once it is back; a longer outage raises its error.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         pending = set(job_ids)
         done: dict[str, JobRecord] = {}
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        listening: _Listener | None = None
+        unreachable_since: float | None = None
         try:
-            channels = [self.channel(job_id) for job_id in pending]
-            for start in range(0, len(channels), 500):
-                pubsub.subscribe(*channels[start : start + 500])
-            next_poll = 0.0
             while pending:
-                if time.monotonic() >= next_poll:
-                    records = [record for record in self.get_many(sorted(pending)) if record is not None]
-                    for record in settle(records) if settle else records:
-                        if record.done:
-                            done[record.id] = record
-                            pending.discard(record.id)
-                    next_poll = time.monotonic() + poll
-                    if not pending:
-                        break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"{len(pending)} of {len(job_ids)} job(s) not done after {timeout} s")
-                limit = poll if remaining is None else remaining
-                wait_for = max(0.0, min(next_poll - time.monotonic(), limit))
-                announced = set()
-                message = pubsub.get_message(timeout=wait_for)
-                while message is not None:
-                    announced.add(message["channel"].decode().removeprefix("pipeq:done:"))
-                    message = pubsub.get_message(timeout=0)
-                for record in self.get_many(sorted(announced & pending)):
-                    if record is not None and record.done:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    if listening is None:
+                        listening = _Listener(self, pending)
+                    for record in listening.step(pending, poll, remaining, settle):
                         done[record.id] = record
                         pending.discard(record.id)
+                    unreachable_since = None
+                except UNREACHABLE as exc:
+                    unreachable_since = unreachable_since or time.monotonic()
+                    if time.monotonic() - unreachable_since > OUTAGE_LIMIT_S:
+                        raise
+                    log.warning("waiting for jobs: Redis unreachable (%s: %s); trying again", type(exc).__name__, exc)
+                    if listening is not None:
+                        listening.close()
+                        listening = None
+                    time.sleep(poll if remaining is None else min(poll, remaining))
+                if pending and deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"{len(pending)} of {len(job_ids)} job(s) not done after {timeout} s")
         finally:
-            pubsub.close()
+            if listening is not None:
+                listening.close()
         return {job_id: done[job_id] for job_id in job_ids}
+
+
+class _Listener:
+    """One subscription of :meth:`RecordStore.wait` to its jobs' channels, with the safety-net re-reads."""
+
+    def __init__(self, store: RecordStore, job_ids: Iterable[str]) -> None:
+        self.store = store
+        self.pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
+        self.next_poll = 0.0  # re-read at once: jobs may have finished while nobody listened
+        try:
+            channels = [store.channel(job_id) for job_id in job_ids]
+            for start in range(0, len(channels), 500):
+                self.pubsub.subscribe(*channels[start : start + 500])
+        except BaseException:
+            self.close()
+            raise
+
+    def step(
+        self,
+        pending: set[str],
+        poll: float,
+        remaining: float | None,
+        settle: Callable[[list[JobRecord]], list[JobRecord]] | None,
+    ) -> list[JobRecord]:
+        """The ``pending`` jobs found final: by a re-read when one is due (``settle`` applied), else by listening
+        until the next re-read (at most ``remaining`` seconds) for the jobs announced done."""
+        if time.monotonic() >= self.next_poll:
+            records = [record for record in self.store.get_many(sorted(pending)) if record is not None]
+            self.next_poll = time.monotonic() + poll
+            return [record for record in (settle(records) if settle else records) if record.done]
+        limit = poll if remaining is None else remaining
+        announced = set()
+        message = self.pubsub.get_message(timeout=max(0.0, min(self.next_poll - time.monotonic(), limit)))
+        while message is not None:
+            announced.add(message["channel"].decode().removeprefix("pipeq:done:"))
+            message = self.pubsub.get_message(timeout=0)
+        return [
+            record for record in self.store.get_many(sorted(announced & pending)) if record is not None and record.done
+        ]
+
+    def close(self) -> None:
+        with suppress(*UNREACHABLE):
+            self.pubsub.close()
