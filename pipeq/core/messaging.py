@@ -4,6 +4,7 @@ import os
 import time
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
 
 from pipeq.config.catalogue import ModelEntry
 from pipeq.config.settings import Settings
@@ -84,6 +85,24 @@ def redelivery_options(settings: Settings, webhooks: bool = False) -> dict[str, 
     return options
 
 
+PIPEQ_TRANSPORTS = {
+    "redis": "pipeq.core.broker:Transport",
+    "rediss": "pipeq.core.broker:Transport",
+    "sentinel": "pipeq.core.broker:SentinelTransport",
+}
+"""The kombu transport of pipeq's that serves each Redis URL scheme."""
+
+
+def claim_url_schemes() -> None:
+    """Make kombu resolve ``redis://``, ``rediss://`` and ``sentinel://`` to pipeq's transports.
+
+    A broker URL of several (``sentinel://a;sentinel://b``) is a list of alternates, and kombu's failover to the
+    next one (``Connection.switch``) takes the transport from that URL's scheme, replacing the one Celery was
+    configured with: a worker that failed over once would go on with kombu's stock transport, without the reliable
+    fetch or the keep-alive, and lose the jobs it had just fetched when killed (the chaos soak lost jobs so)."""
+    TRANSPORT_ALIASES.update(PIPEQ_TRANSPORTS)
+
+
 def broker_transport(url: str) -> tuple[str, str | None, dict[str, object]]:
     """The URL Celery is given for broker ``url``, the kombu transport that serves it (None: Celery's choice) and
     that transport's options: pipeq's Redis transport for ``redis://`` and ``rediss://``, and its Sentinel variant
@@ -93,15 +112,16 @@ def broker_transport(url: str) -> tuple[str, str | None, dict[str, object]]:
         options: dict[str, object] = {"master_name": group.master_name}
         if group.sentinel_password:
             options["sentinel_kwargs"] = {"password": group.sentinel_password}
-        return kombu_sentinel_url(url), "pipeq.core.broker:SentinelTransport", options
+        return kombu_sentinel_url(url), PIPEQ_TRANSPORTS["sentinel"], options
     if url.startswith(("redis://", "rediss://")):
-        return url, "pipeq.core.broker:Transport", {}
+        return url, PIPEQ_TRANSPORTS["redis"], {}
     return url, None, {}
 
 
 def make_celery(settings: Settings, webhooks: bool = False) -> Celery:
     """A Celery app for ``settings``: JSON serialisation, late acks, requeue on worker loss; ``webhooks``: the
     webhook worker's (its own redelivery time, see :func:`redelivery_options`)."""
+    claim_url_schemes()
     broker_url, transport, transport_options = broker_transport(settings.broker_url)
     app = Celery("pipeq", broker=broker_url, set_as_current=False)
     app.conf.update(

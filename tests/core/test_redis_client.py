@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeq.core.broker import SentinelChannel
+from pipeq.core.broker import Channel, SentinelChannel
 from pipeq.core.messaging import broker_transport, make_celery
 from pipeq.core.redis_client import (
     SentinelGroup,
@@ -69,6 +69,25 @@ def test_celery_gets_pipeqs_sentinel_transport_with_the_group_in_its_options(set
     assert app.conf.broker_transport_options["visibility_timeout"] == settings.dead_after_s
     assert app.connection_for_write().transport.Channel is SentinelChannel
     assert hasattr(SentinelChannel.QoS, "touch")  # the keep-alive, as on plain Redis
+
+
+@pytest.mark.parametrize(
+    ("url", "channel"),
+    [(URL, SentinelChannel), ("redis://r1:6379/0;redis://r2:6379/0", Channel)],
+    ids=["sentinel", "redis"],
+)
+def test_a_worker_that_fails_over_to_the_next_url_keeps_pipeqs_transport(settings, url, channel):
+    """kombu's failover to the next of several broker URLs takes the transport from that URL's scheme: the schemes
+    name pipeq's transports, so the reliable fetch and the keep-alive survive it (the chaos soak lost jobs to
+    kombu's stock transport after failovers)."""
+    connection = make_celery(settings.model_copy(update={"broker_url": url})).connection_for_read()
+    seen = [connection.transport.Channel]
+    connection.maybe_switch_next()  # as kombu does when the connection is lost
+    seen.append(connection.transport.Channel)
+    connection.maybe_switch_next()
+    seen.append(connection.transport.Channel)
+    assert seen == [channel] * 3
+    assert connection.hostname in {"s1", "s2", "s3", "r1", "r2"}
 
 
 def test_a_sentinel_client_asks_the_sentinels_for_the_primary():
