@@ -372,10 +372,12 @@ class Client:
         try:
             existing = self.store.create(records, self.replica_wait)
         except NotReplicated as exc:  # the records may not survive a failover: enqueue nothing, say so
-            self.store.forget(exc.job_ids, {job.model for job, _ in jobs}, owner)
+            self.store.forget(exc.job_ids, {job.model for job, _ in jobs}, owner)  # those it created, no others
+            earlier = len(jobs) - len(exc.job_ids)
+            kept = f" ({earlier} job(s) submitted before keep their records)" if earlier else ""
             raise NotReplicated(
-                f"nothing was enqueued: the job records were written to the Redis primary, but {exc}. Check that the"
-                " replicas run and keep up (INFO replication), then submit again",
+                f"nothing was enqueued{kept}: the job records were written to the Redis primary, but {exc}. Check"
+                " that the replicas run and keep up (INFO replication), then submit again",
                 exc.job_ids,
             ) from None
         conflicts = [

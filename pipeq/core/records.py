@@ -214,7 +214,8 @@ class RecordStore:
     def create(self, records: list[JobRecord], wait: ReplicaWait | None = None) -> list[JobRecord | None]:
         """Store new queued records, listing their jobs in the index (pipeq.core.job_index, trimmed in the same
         pipeline): None where one was stored, the existing record where its id was taken. With ``wait``, then wait
-        for Redis replicas to hold them: NotReplicated where fewer did in time (the records stay)."""
+        for Redis replicas to hold them: NotReplicated where fewer did in time (the records stay; its ``job_ids`` are
+        those of the records created, not of those that existed)."""
         pipe = self.redis.pipeline(transaction=False)
         touched: set[str] = set()
         for record in records:
@@ -227,9 +228,11 @@ class RecordStore:
         if wait is not None:
             wait.add_to(pipe)
         replies = pipe.execute()
-        if wait is not None and wait.missing(replies[-1]):
-            raise NotReplicated(f"only {wait.describe(replies[-1])}", [record.id for record in records])
         created = replies[: len(records)]
+        if wait is not None and wait.missing(replies[-1]):
+            # Only the records this call created: those that existed belong to an earlier submit and stay.
+            fresh = [record.id for record, existing in zip(records, created, strict=True) if existing is None]
+            raise NotReplicated(f"only {wait.describe(replies[-1])}", fresh)
         return [None if existing is None else JobRecord.model_validate_json(existing) for existing in created]
 
     def unpublished(self, job_ids: list[str]) -> list[str]:

@@ -50,6 +50,26 @@ def test_a_submit_no_replica_acknowledges_enqueues_nothing_and_says_why(lonely_s
         assert not records.exists(RecordStore.key("durable-1"), RecordStore.key("durable-2"))
 
 
+def test_a_resubmission_no_replica_acknowledges_forgets_only_the_jobs_it_created(lonely_settings):
+    """The chaos soak lost jobs this way: a retried submit found its jobs already enqueued (even finished) by the
+    attempt before, no replica answered, and the retry removed their records with its own; the next retry made
+    them queued again with no message."""
+    fast = Client(lonely_settings.model_copy(update={"submit_replicas": 0}))
+    durable = Client(lonely_settings)
+    try:
+        fast.submit_many(TEXT, ["kept"], job_ids=["kept-1"])
+        finished = fast.store.get("kept-1").ended("canceled", "Canceled", "finished before the retry")
+        fast.store.write([finished])
+        with pytest.raises(NotReplicated) as caught:
+            durable.submit_many(TEXT, ["kept", "new"], job_ids=["kept-1", "new-1"])
+        assert caught.value.job_ids == ["new-1"] and not caught.value.enqueued
+        assert fast.store.get("kept-1") == finished
+        assert fast.store.get("new-1") is None
+    finally:
+        fast.close()
+        durable.close()
+
+
 def test_without_submit_replicas_the_same_redis_accepts_at_once(lonely_settings):
     client = Client(lonely_settings.model_copy(update={"submit_replicas": 0}))
     try:
