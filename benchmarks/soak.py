@@ -36,6 +36,7 @@ isolate_environment("soak")  # before transformers is imported
 import argparse  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
@@ -400,7 +401,7 @@ def run_soak(
         config = config_files.write_config(settings, workdir / "soak.toml")
         storage = s3_client(settings)
         uris = upload(storage, media)
-        writes = RecordWriteLog(endpoints.records_server)
+        writes = RecordWriteLog(endpoints.records_server, re.compile(rf"soak-{broker}-\d+") if args.trace else None)
         writes.start()
 
         pool = WorkerPool(config, logs, args.workers)
@@ -446,9 +447,12 @@ def run_soak(
         outcomes = job_outcomes(submitted.accepted, records)
         whereabouts = lost_whereabouts(endpoints, outcomes["lost_ids"])
         jobs_file = logs / "jobs.jsonl"
-        jobs_file.write_text(
-            "".join(json.dumps(line) + "\n" for line in job_lines(submitted.accepted, with_webhook, records, receipts))
-        )
+        lines = job_lines(submitted.accepted, with_webhook, records, receipts, write_log)
+        if args.trace:
+            traced = {job_id: writes.traced.get(job_id, []) for job_id in outcomes["lost_ids"]}
+            (logs / "lost-trace.json").write_text(json.dumps(traced, indent=1))
+            (logs / "inflight-trace.jsonl").write_text("".join(json.dumps(line) + "\n" for line in writes.inflight))
+        jobs_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
         return {
             "broker": broker if not replicas else f"{broker}, submit_replicas={replicas}",
             "jobs": args.jobs,
@@ -579,6 +583,9 @@ def main() -> None:
         "--submit-replicas",
         type=int,
         help="Redis replicas a submit waits for (durable submission; default: 1 with sentinel, else 0)",
+    )
+    parser.add_argument(
+        "--trace", action="store_true", help="keep every command naming a lost job (MONITOR) in lost-trace.json"
     )
     parser.add_argument("--webhook-wait-s", type=float, default=60.0, help="longest wait for the last webhooks")
     parser.add_argument("--settle-timeout", type=float, default=600.0, help="longest wait for jobs to be final")

@@ -74,9 +74,14 @@ class RecordWriteLog:
     a failover (``address`` says where the records' server is now; ``reconnects`` counts them: writes made while it
     was away are not seen)."""
 
-    def __init__(self, address: Callable[[], str]) -> None:
+    def __init__(self, address: Callable[[], str], trace: re.Pattern[str] | None = None) -> None:
         self.address = address
+        self.trace = trace
         self.writes: list[RecordWrite] = []
+        self.traced: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        """Job id (what ``trace`` matched) -> every command naming it (to follow a lost job's message)."""
+        self.inflight: list[dict[str, Any]] = []
+        """With ``trace``: every command on an in-flight list or moving a message out of a queue."""
         self.reconnects = 0
         self._lock = threading.Lock()
         self._connected = threading.Event()
@@ -106,6 +111,13 @@ class RecordWriteLog:
         if write is not None:
             with self._lock:
                 self.writes.append(write)
+        if self.trace is not None:
+            line = {key: command.get(key) for key in ("time", "db", "client_port", "client_type")}
+            line["command"] = command["command"][:200]
+            for job_id in set(self.trace.findall(command["command"])):
+                self.traced[job_id].append(line)
+            if "pipeq.inflight" in command["command"] or "MOVE pipeq" in command["command"]:
+                self.inflight.append(line)
 
 
 @dataclass(frozen=True)
@@ -229,11 +241,18 @@ def webhook_figures(
 
 
 def job_lines(
-    accepted: dict[str, float], with_webhook: set[str], records: dict[str, JobRecord | None], receipts: list[Receipt]
+    accepted: dict[str, float],
+    with_webhook: set[str],
+    records: dict[str, JobRecord | None],
+    receipts: list[Receipt],
+    writes: list[RecordWrite] = (),
 ) -> list[dict[str, Any]]:
     """One line per job, to look into a run afterwards: submit time, record (state, attempts, worker, error,
-    timings) and how many webhooks came for it."""
+    timings), the record writes MONITOR saw (time, state, worker, attempts) and how many webhooks came for it."""
     received = Counter(receipt.job_id for receipt in receipts)
+    written: dict[str, list[list[Any]]] = defaultdict(list)
+    for write in writes:
+        written[write.job_id].append([write.at, write.state, write.worker, write.attempts])
     lines = []
     for job_id, submitted in accepted.items():
         record = records.get(job_id)
@@ -242,6 +261,7 @@ def job_lines(
             line.update(record.model_dump(mode="json", include={"state", "task", "attempts", "worker", "error"}))
             line.update(started=record.started_at and record.started_at.timestamp())
             line.update(finished=record.finished_at and record.finished_at.timestamp())
+        line["writes"] = written.get(job_id, [])
         line["webhooks_received"] = received[job_id]
         lines.append(line)
     return lines
