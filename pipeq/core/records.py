@@ -335,10 +335,13 @@ class RecordStore:
                         pending.discard(record.id)
                     unreachable_since = None
                 except UNREACHABLE as exc:
-                    unreachable_since = unreachable_since or time.monotonic()
-                    if time.monotonic() - unreachable_since > OUTAGE_LIMIT_S:
+                    if unreachable_since is None:
+                        unreachable_since = time.monotonic()
+                        log.warning(
+                            "waiting for jobs: Redis unreachable (%s: %s); trying again", type(exc).__name__, exc
+                        )
+                    elif time.monotonic() - unreachable_since > OUTAGE_LIMIT_S:
                         raise
-                    log.warning("waiting for jobs: Redis unreachable (%s: %s); trying again", type(exc).__name__, exc)
                     if listening is not None:
                         listening.close()
                         listening = None

@@ -37,6 +37,7 @@ from typing import Any
 
 import redis
 from celery import Celery, Task
+from celery.exceptions import Reject
 
 from pipeq.config.settings import Settings, Webhooks
 from pipeq.core.contract import WEBHOOK_EVENTS
@@ -294,7 +295,17 @@ def register(app: Any) -> None:
             )
         # Every retry carries the waits counted here, so a message's own claim never outlives its first run.
         kwargs = {"url": url, "event": event, "sequence": sequence, "waited": waits}
-        raise self.retry(args=[job_id], kwargs=kwargs, countdown=delay)
+        try:
+            raise self.retry(args=[job_id], kwargs=kwargs, countdown=delay, retry_policy=RETRY_PUBLISH_POLICY)
+        except Reject as exc:
+            # Celery could not queue the retry (the broker away longer than a failover) and would drop this message
+            # with it: back to the queue instead, or, the broker being away, redelivered after dead_after_s.
+            log.warning("webhook for job %s: could not queue attempt %d (%s); requeueing it", job_id, attempt + 1, exc)
+            raise Reject(exc.reason, requeue=True) from None
+
+
+RETRY_PUBLISH_POLICY = {"max_retries": 20, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 1.0}
+"""How long queueing a delivery's retry keeps trying while the broker is away (about 19 s: a restart, a failover)."""
 
 
 def lock_waits(waited: Any, retries: int) -> int:

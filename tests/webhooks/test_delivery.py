@@ -36,6 +36,7 @@ from pipeq.webhooks.signing import verify
 from pipeq.worker.app import create_app
 from tests.support.receiver import Receiver, Reply
 from tests.support.settings import BUCKET, make_settings, model_name
+from tests.support.waiting import wait_until
 
 TEXT = "text-classification"
 SECRET = "whsec_" + base64.b64encode(b"pipeq webhook tests, 32 bytes!!!").decode()
@@ -295,6 +296,29 @@ def test_a_receiver_that_is_down_then_up_gets_the_webhook_exactly_once(hooks):
     assert hooks.runs.states[job_id].count("RETRY") >= 1
     assert verify(request.headers, request.body, SECRET)["id"] == job_id
     assert hooks.delivered(job_id)
+
+
+def test_a_retry_that_cannot_be_queued_requeues_its_delivery_instead_of_dropping_it(hooks, monkeypatch):
+    """The broker away when a retry is queued (a failover): Celery would drop the delivery (the chaos soak lost 7
+    webhooks so); it goes back to the queue instead and is delivered once the receiver answers."""
+    task = hooks.app.tasks[DELIVER_TASK]
+    queue_retry, refused = task.apply_async, []
+    with Receiver(503, 200) as receiver:
+        job_id = store_final_record(hooks, receiver.url)
+
+        def broker_away_once(args=None, kwargs=None, **options):
+            if args and args[0] == job_id and not refused:
+                refused.append(job_id)
+                raise redis.exceptions.ConnectionError("Error 111 connecting to the broker. Connection refused.")
+            return queue_retry(args, kwargs, **options)
+
+        monkeypatch.setattr(task, "apply_async", broker_away_once)
+        queue_delivery(hooks, job_id, receiver.url)
+        wait_until(lambda: hooks.delivered(job_id), 20, message="the delivery was dropped with its retry")
+        requests = receiver.wait_for(2)
+    assert refused == [job_id]
+    assert [request.headers["webhook-id"] for request in requests] == [job_id, job_id]
+    assert job_id not in [entry["id"] for entry in hooks.dead_letters.entries()]
 
 
 def test_a_receiver_that_keeps_failing_is_dead_lettered_then_redelivered(hooks):
