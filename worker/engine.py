@@ -58,7 +58,7 @@ from pipeq.worker.batcher import MicroBatcher
 from pipeq.worker.deadlines import CallDeadlines, CallWatch, RunningCall, limit_generation, timeout_failure
 from pipeq.worker.decoding import Decoded, decode, resident_bytes
 from pipeq.worker.errors import Canceled, InternalError, JobFailure, ModelUnavailable, TooManyAttempts
-from pipeq.worker.infrastructure import is_transient
+from pipeq.worker.infrastructure import ResultsNotStored, is_transient
 from pipeq.worker.media import Fetched, MediaFetcher, release
 from pipeq.worker.memory import pipeline_device_type
 from pipeq.worker.observers import EngineObserver
@@ -507,7 +507,12 @@ class Engine:
         final = [
             self._final(record, outcome, finished) for record, outcome in zip(batch.records, outcomes, strict=True)
         ]
-        written = self.store.write(final, wait=self.replica_wait)
+        try:
+            written = self.store.write(final, wait=self.replica_wait)
+        except Exception as exc:
+            if is_transient(exc):
+                raise ResultsNotStored(f"{type(exc).__name__}: {exc}") from exc
+            raise
         self.observer.finished(final)
         self._announce_completed([record for record, ok in zip(final, written, strict=True) if ok])
         self._ack(batch.deliveries)
@@ -577,13 +582,14 @@ class Engine:
     def _settle_after(self, exc: Exception, stage: str, deliveries: list[Delivery]) -> None:
         """After ``exc`` escaped ``stage`` (preparing, running) for a batch: requeue its jobs when infrastructure is
         unreachable, else fail them once, saying why. Jobs requeued before they ran (object storage or Redis away
-        while preparing) get their attempt back, so an outage longer than a few retries fails no job; those that
-        ran keep it (their attempts bound the retries)."""
+        while preparing), or that ran but whose final records Redis could not take or replicate, get their attempt
+        back, so an outage (a failover) longer than a few retries fails no job; those stopped while running keep it
+        (their attempts bound the retries)."""
         with self._held_lock:  # not those settled before the error (redeliveries of finished jobs)
             deliveries = [delivery for delivery in deliveries if id(delivery) in self._held]
         if is_transient(exc):
             log.warning("%s %d job(s): %s: %s; requeueing them", stage, len(deliveries), type(exc).__name__, exc)
-            if stage == "preparing":
+            if stage == "preparing" or isinstance(exc, ResultsNotStored):
                 self._hand_back(deliveries)
             else:
                 self._requeue(deliveries)

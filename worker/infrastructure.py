@@ -6,7 +6,14 @@ import redis.exceptions
 
 from pipeq.core.replication import NotReplicated
 
+
+class ResultsNotStored(Exception):
+    """A micro-batch ran, but Redis could not take (or replicate) its jobs' final records: the jobs did nothing
+    wrong, so they are requeued with their attempt given back."""
+
+
 _UNREACHABLE = (
+    ResultsNotStored,
     ConnectionError,  # also OSError's connection refused / reset
     TimeoutError,
     redis.exceptions.ConnectionError,

@@ -252,6 +252,37 @@ def test_unreachable_storage_requeues_with_the_attempt_given_back_until_it_answe
     assert messages.acked == [job.id]
 
 
+def test_results_redis_cannot_take_requeue_their_jobs_with_the_attempt_given_back(engine_setup):
+    """A failover while a batch's final records are written (Redis gone, or no replica taking them): the jobs ran
+    and did nothing wrong, so an outage fails none of them however often it strikes (the soak saw jobs fail with
+    TooManyAttempts under failovers every few seconds); they run again once Redis takes their results."""
+    settings, store = engine_setup.settings, engine_setup.store
+
+    class FailingOver(RecordStore):
+        down = True
+
+        def write(self, records, only_if=None, wait=None):
+            if self.down and any(record.done for record in records):
+                raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+            return super().write(records, only_if, wait)
+
+    flaky = FailingOver(settings.result_backend)
+    engine = engine_on(settings, flaky, OnePipeline(Labeller()))
+    try:
+        messages, job = Messages(), text_job("failed over")
+        for delivery in range(1, MAX_ATTEMPTS + 3):
+            run_through(engine, messages, [job])
+            assert messages.requeued == [job.id] * delivery and messages.acked == []
+            assert (store.get(job.id).state, store.get(job.id).attempts) == ("queued", 0)
+        flaky.down = False
+        run_through(engine, messages, [job])
+    finally:
+        engine.stop(5)
+    record = store.get(job.id)
+    assert (record.state, record.attempts, record.result) == ("succeeded", 1, [{"label": "LEN11", "score": 1.0}])
+    assert messages.acked == [job.id]
+
+
 # -- the runner: an error outside the pipeline call fails only the jobs it concerns --------------------------------
 
 
