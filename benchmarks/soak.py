@@ -245,33 +245,20 @@ def broker_endpoints(broker: str, redis: PersistentRedis) -> Iterator[Endpoints]
 @contextmanager
 def sentinel_endpoints() -> Iterator[Endpoints]:
     """A Sentinel group holding broker (db 0) and records (db 1); its fault is a failover of the primary."""
-    group_of = getattr(local_services, "sentinel_group", None)
-    if group_of is None:
-        raise RuntimeError("--broker sentinel: devtools.local_services.sentinel_group() is not available yet")
-    with group_of() as group:
-
-        def url(db: int) -> str:
-            return group.url(db) if callable(group.url) else group.url
+    with local_services.sentinel_group() as group:
 
         def primary() -> str:
             return f"redis://127.0.0.1:{group.primary_port()}"
 
-        yield Endpoints(url(0), url(1), primary, {"fail_over": chaos.fail_over(group)}, lambda: f"{primary()}/0")
+        faults = {"fail_over": chaos.fail_over(group)}
+        yield Endpoints(group.url(0), group.url(1), primary, faults, lambda: f"{primary()}/0")
 
 
 @contextmanager
 def rabbitmq_endpoints(redis: PersistentRedis) -> Iterator[Endpoints]:
-    """A private rabbitmq-server as the broker, records in ``redis``; Redis restarts stay a fault, and so does a
-    broker restart where the server can restart itself."""
-    server_of = getattr(local_services, "rabbitmq_server", None)
-    if server_of is None:
-        raise RuntimeError("--broker rabbitmq: devtools.local_services.rabbitmq_server() is not available yet")
-    with server_of() as server:
-        url = server if isinstance(server, str) else server.url
-        faults = {"restart_redis": chaos.restart_redis(redis)}
-        if hasattr(server, "restart"):
-            faults["restart_broker"] = chaos.restart_broker(server)
-        yield Endpoints(url, f"{redis.url}/1", lambda: redis.url, faults)
+    """A private rabbitmq-server as the broker, records in ``redis``, whose restarts stay a fault."""
+    with local_services.rabbitmq_server() as url:
+        yield Endpoints(url, f"{redis.url}/1", lambda: redis.url, {"restart_redis": chaos.restart_redis(redis)})
 
 
 # -- running ---------------------------------------------------------------------------------------------------------
@@ -482,7 +469,7 @@ def run_soak(
 
 # -- reporting -------------------------------------------------------------------------------------------------------
 
-FAULT_KINDS = ("kill_worker", "restart_redis", "fail_over", "restart_broker", "stop_s3", "flap_receiver")
+FAULT_KINDS = ("kill_worker", "restart_redis", "fail_over", "stop_s3", "flap_receiver")
 
 
 def fault_cell(entry: dict[str, Any] | None) -> str:

@@ -98,13 +98,3 @@ def fail_over(group: Any) -> Action:
         return {}
 
     return failover
-
-
-def restart_broker(broker: Any) -> Action:
-    """Restart a broker that can restart itself (``broker.restart()``), e.g. a private rabbitmq-server."""
-
-    def restart() -> dict[str, Any]:
-        broker.restart()
-        return {}
-
-    return restart
