@@ -100,6 +100,18 @@ class Delivery:
     settled: Callable[[], bool] | None = None
     """Whether the broker has taken the ack or requeue: Celery carries them out on its own thread, soon after."""
 
+    def adopt(self, newer: "Delivery") -> None:
+        """Settle and keep alive ``newer``'s message instead of this one's: a second message of the same job, the
+        one the broker now holds for it (it restored the first when the worker's connection was lost). The first,
+        if the broker still has it after all, comes back once untouched and is acked as a finished job's."""
+        self.ack, self.requeue, self.touch, self.tag, self.settled = (
+            newer.ack,
+            newer.requeue,
+            newer.touch,
+            newer.tag,
+            newer.settled,
+        )
+
 
 @dataclass
 class PreparedBatch:
@@ -201,6 +213,7 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._running: list[Delivery] = []  # the micro-batch the model thread runs now
         self._held: dict[int, Delivery] = {}  # id -> every delivery not yet acked or requeued
+        self._held_jobs: dict[str, Delivery] = {}  # job id -> its delivery in _held
         self._held_lock = threading.Lock()
         self.watch = CallWatch()
         """The pipeline call the model thread is in: what the watchdog and the keep-alive look at."""
@@ -210,9 +223,16 @@ class Engine:
     # -- the consumer side -------------------------------------------------------------------------------
 
     def submit(self, delivery: Delivery) -> None:
-        """Queue a received job for its micro-batch."""
+        """Queue a received job for its micro-batch. A message of a job this worker already holds is not claimed
+        again (which would spend an attempt on a job that did nothing wrong): the held delivery adopts it."""
         with self._held_lock:
+            twin = self._held_jobs.get(delivery.job.id)
+            if twin is not None:
+                twin.adopt(delivery)
+                log.info("job %s delivered again while this worker holds it: one run, one attempt", delivery.job.id)
+                return
             self._held[id(delivery)] = delivery
+            self._held_jobs[delivery.job.id] = delivery
         self.observer.received(delivery.job)
         self.batcher.put(group_key(delivery.job), delivery, priority=PRIORITIES.index(delivery.job.priority))
 
@@ -690,6 +710,8 @@ class Engine:
         with self._held_lock:
             for delivery in deliveries:
                 self._held.pop(id(delivery), None)
+                if self._held_jobs.get(delivery.job.id) is delivery:
+                    del self._held_jobs[delivery.job.id]
 
     def _ack(self, deliveries: list[Delivery]) -> None:
         self._release(deliveries)

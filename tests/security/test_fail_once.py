@@ -5,6 +5,8 @@ infrastructure requeues, and ``max_attempts`` bounds that. A message that is not
 failure cannot be recorded.
 """
 
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -18,12 +20,14 @@ from pipeq.worker import engine as engine_module
 from pipeq.worker import runner as runner_module
 from pipeq.worker.consumer import batching_strategy
 from pipeq.worker.decoding import Decoded
+from pipeq.worker.engine import Delivery
 from pipeq.worker.errors import PipelineError
 from pipeq.worker.runner import run_group
 from tests.security.raw_jobs import final_record, publish_raw
 from tests.support.broker import wait_for_no_messages
 from tests.support.engines import Labeller, Messages, OnePipeline, TextFetcher, engine_on, run_through
 from tests.support.settings import make_settings, model_name
+from tests.support.waiting import wait_until
 
 TEXT = "text-classification"
 MAX_ATTEMPTS = 3
@@ -281,6 +285,35 @@ def test_results_redis_cannot_take_requeue_their_jobs_with_the_attempt_given_bac
     record = store.get(job.id)
     assert (record.state, record.attempts, record.result) == ("succeeded", 1, [{"label": "LEN11", "score": 1.0}])
     assert messages.acked == [job.id]
+
+
+def test_a_job_delivered_again_to_the_worker_running_it_runs_once_on_one_attempt(engine_setup):
+    """The broker restores a worker's unacked messages when its connection is lost, and may deliver one back to
+    the same worker while it still runs the job: claimed twice, the job spent two attempts (the soak saw jobs fail
+    with TooManyAttempts under failovers so). The held delivery adopts the new message: one claim, one run, and
+    the message acked is the one the broker holds now."""
+    store, start = engine_setup.store, engine_setup.start
+    running, finish = threading.Event(), threading.Event()
+
+    def hold(texts):
+        running.set()
+        finish.wait(30)
+
+    engine = start(OnePipeline(Labeller(hold)))
+    job, settled = text_job("delivered twice"), []
+
+    def delivery(name):
+        return Delivery(job, lambda: settled.append(f"{name} acked"), lambda: settled.append(f"{name} requeued"))
+
+    engine.submit(delivery("first"))
+    assert running.wait(30), "the job never started"
+    engine.submit(delivery("second"))  # the restored message, delivered again while the job runs
+    finish.set()
+    wait_until(lambda: settled, 30, message="the job's message was never settled")
+    time.sleep(0.3)  # room for a second claim or settlement, were there one
+    record = store.get(job.id)
+    assert settled == ["second acked"]
+    assert (record.state, record.attempts) == ("succeeded", 1)
 
 
 # -- the runner: an error outside the pipeline call fails only the jobs it concerns --------------------------------
