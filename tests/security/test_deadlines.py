@@ -94,8 +94,8 @@ def test_the_keepalive_stops_touching_the_jobs_of_an_overdue_call(settings):
     touched: list[int] = []
     engine = Engine(settings, store=None, fetcher=None, pipelines=None)
     messages = Messages()
-    job = Job(task=TEXT, model=model_name(TEXT), input=make_input("x"))
-    held = [messages.delivery(job, touch=touched.extend, tag=tag) for tag in (1, 2, 3)]
+    jobs = [Job(task=TEXT, model=model_name(TEXT), input=make_input(f"job {tag}")) for tag in (1, 2, 3)]
+    held = [messages.delivery(job, touch=touched.extend, tag=tag) for tag, job in zip((1, 2, 3), jobs, strict=True)]
     for delivery in held:
         engine.submit(delivery)
     engine.watch.current = RunningCall(time.monotonic() - 10, 5.0, [held[1]])  # 5 s past its limit

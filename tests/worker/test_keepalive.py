@@ -89,8 +89,8 @@ def test_held_messages_are_touched_in_one_call_per_channel(settings):
 
     first, second = channel("first"), channel("second")
     engine = Engine(settings, store=None, fetcher=None, pipelines=None)
-    job = Job(task=TEXT, model="tiny-text-classification", input=TextInput(text="x"))
     for tag, touch in [(1, first), (2, second), (3, first), (4, None)]:
+        job = Job(task=TEXT, model="tiny-text-classification", input=TextInput(text=f"job {tag}"))
         engine.submit(Delivery(job, ack=lambda: None, requeue=lambda: None, touch=touch, tag=tag))
     engine.touch_held()
     assert sorted(calls) == [("first", [1, 3]), ("second", [2])]
