@@ -290,7 +290,13 @@ class SentinelGroup:
         """Kill the primary (SIGKILL, as a crash would), wait until the sentinels promote the replica and clients
         can write there, and restart the old primary as the new one's replica. Returns the seconds without a
         writable primary. ``replica_lag_s``: first stall the replica (SIGSTOP) that long, so that it lags behind the
-        primary when it dies (as a busy replica or a slow link would), and resume it once the primary is dead."""
+        primary when it dies (as a busy replica or a slow link would), and resume it once the primary is dead.
+
+        Waits first for a replica to be online (its full sync done): with one replica, killing the primary while the
+        restarted one still syncs is a double fault, and Sentinel may promote the replica that holds nothing yet
+        (Redis reports a never-synced replica's link as down for -1 s, which passes Sentinel's check). A soak with a
+        failover every few seconds did that once and lost 12,530 of 20,000 jobs with the data."""
+        self.wait_for_replica(timeout)
         old = self.primary_port()
         replicas = [process for port, process in self.servers.items() if port != old and process.poll() is None]
         if replica_lag_s:
