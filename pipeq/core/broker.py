@@ -135,7 +135,9 @@ else
 end
 local moved = 0
 for _, inflight in ipairs(lists) do
-  local queue = redis.call('HGET', KEYS[2], inflight)
+  -- Its name says where it came from too, should the entry be gone (swept while its channel was cut off by a
+  -- failover): a list is never dropped with messages in it.
+  local queue = redis.call('HGET', KEYS[2], inflight) or string.match(inflight, '^pipeq%.inflight%.%x+%.(.+)$')
   if queue then
     local before = moved
     while redis.call('LMOVE', inflight, queue, 'RIGHT', 'RIGHT') do moved = moved + 1 end
@@ -347,8 +349,13 @@ class Channel(kombu_redis.Channel):
             )
         source, inflight = fetch.lists[position], fetch.inflights[position]
         self._queue_cycle.rotate(fetch.queue)
+        payload = loads(kombu_redis.bytes_to_str(item))
+        # A delivery tag of its own for every delivery: kombu keeps a message's tag from its publish through every
+        # restore, so the late ack of an earlier delivery would remove the unacked entry of this one, and were this
+        # worker then killed, nothing would bring the job back (the chaos soak lost jobs so on Sentinel).
+        payload.setdefault("properties", {})["delivery_tag"] = uuid.uuid4().hex
         try:
-            self.connection._deliver(loads(kombu_redis.bytes_to_str(item)), fetch.queue)
+            self.connection._deliver(payload, fetch.queue)
         except BaseException:
             with self.conn_or_acquire() as client:  # not taken after all: back to its list
                 client.pipeline().lrem(inflight, 1, item).rpush(source, item).execute()
