@@ -104,14 +104,14 @@ def test_objects_older_than_the_retention_are_not_looked_up(redis_url, s3_endpoi
 
     settings = make_settings(
         redis_url, s3_endpoint, tiny_models, db=redis_db, ingest=rules, ingest_id_key=INGEST_ID_KEY,
-        ingest_seen_retention_s=1,
+        ingest_seen_retention_s=3,  # S3 times are whole seconds, and a loaded machine may take a second to poll
     )  # fmt: skip
     client = Client(settings)
     try:
         bucket = rules[0].bucket
         assert Poller(Ingester(settings, client), interval=1.0).poll() == []
-        put(s3, bucket, "reports/old.txt", b"modified 2 s ago, after the prefix was first polled")
-        time.sleep(2.1)
+        put(s3, bucket, "reports/old.txt", b"modified 4 s ago, after the prefix was first polled")
+        time.sleep(4.2)
         put(s3, bucket, "reports/new.txt", b"modified now")
         ids = Poller(Ingester(settings, client), interval=1.0).poll()  # a restarted poller: no memory of listings
         assert len(ids) == 1 and client.status(ids[0]).state == "queued"
