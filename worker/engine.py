@@ -212,8 +212,7 @@ class Engine:
         self._model_idle = threading.Event()
         self._threads: list[threading.Thread] = []
         self._running: list[Delivery] = []  # the micro-batch the model thread runs now
-        self._held: dict[int, Delivery] = {}  # id -> every delivery not yet acked or requeued
-        self._held_jobs: dict[str, Delivery] = {}  # job id -> its delivery in _held
+        self._held: dict[str, Delivery] = {}  # job id -> its delivery, until acked or requeued (one per job)
         self._held_lock = threading.Lock()
         self.watch = CallWatch()
         """The pipeline call the model thread is in: what the watchdog and the keep-alive look at."""
@@ -226,13 +225,12 @@ class Engine:
         """Queue a received job for its micro-batch. A message of a job this worker already holds is not claimed
         again (which would spend an attempt on a job that did nothing wrong): the held delivery adopts it."""
         with self._held_lock:
-            twin = self._held_jobs.get(delivery.job.id)
+            twin = self._held.get(delivery.job.id)
             if twin is not None:
                 twin.adopt(delivery)
                 log.info("job %s delivered again while this worker holds it: one run, one attempt", delivery.job.id)
                 return
-            self._held[id(delivery)] = delivery
-            self._held_jobs[delivery.job.id] = delivery
+            self._held[delivery.job.id] = delivery
         self.observer.received(delivery.job)
         self.batcher.put(group_key(delivery.job), delivery, priority=PRIORITIES.index(delivery.job.priority))
 
@@ -245,7 +243,7 @@ class Engine:
         of a call past its run time limit (should the watchdog not end it, the broker redelivers them)."""
         overdue = {id(delivery) for delivery in self.watch.overdue_jobs()}
         with self._held_lock:
-            held = [delivery for key, delivery in self._held.items() if key not in overdue]
+            held = [delivery for delivery in self._held.values() if id(delivery) not in overdue]
         tags_by_touch: dict[Callable[[list[Any]], Any], list[Any]] = {}
         for delivery in held:
             if delivery.touch is not None:
@@ -606,7 +604,7 @@ class Engine:
         back, so an outage (a failover) longer than a few retries fails no job; those stopped while running keep it
         (their attempts bound the retries)."""
         with self._held_lock:  # not those settled before the error (redeliveries of finished jobs)
-            deliveries = [delivery for delivery in deliveries if id(delivery) in self._held]
+            deliveries = [delivery for delivery in deliveries if self._held.get(delivery.job.id) is delivery]
         if is_transient(exc):
             log.warning("%s %d job(s): %s: %s; requeueing them", stage, len(deliveries), type(exc).__name__, exc)
             if stage == "preparing" or isinstance(exc, ResultsNotStored):
@@ -709,9 +707,8 @@ class Engine:
         """Stop keeping these deliveries alive: they are settled."""
         with self._held_lock:
             for delivery in deliveries:
-                self._held.pop(id(delivery), None)
-                if self._held_jobs.get(delivery.job.id) is delivery:
-                    del self._held_jobs[delivery.job.id]
+                if self._held.get(delivery.job.id) is delivery:
+                    del self._held[delivery.job.id]
 
     def _ack(self, deliveries: list[Delivery]) -> None:
         self._release(deliveries)
