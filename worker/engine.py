@@ -364,9 +364,13 @@ class Engine:
             if self._stopping.is_set():  # draining: prepared, never started
                 self._hand_back(prepared.deliveries)
                 continue
-            self._running = prepared.deliveries
             try:
                 self._drop_final(prepared)
+            except Exception as exc:  # Redis away before the batch started: it did not run
+                self._settle_after(exc, "preparing", prepared.deliveries)
+                continue
+            self._running = prepared.deliveries
+            try:
                 self.run(prepared)
             except Exception as exc:
                 self._settle_after(exc, "running", prepared.deliveries)

@@ -2,6 +2,7 @@
 a job rather than fail it. Attempts bound the requeues (``max_attempts``)."""
 
 import botocore.exceptions
+import kombu.exceptions
 import redis.exceptions
 
 from pipeq.core.replication import NotReplicated
@@ -18,6 +19,7 @@ _UNREACHABLE = (
     TimeoutError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,  # the broker's connection errors, as kombu raises them from a publish
     botocore.exceptions.ConnectionError,  # endpoint unreachable, connect timeout
     botocore.exceptions.HTTPClientError,  # read timeout, connection closed
     NotReplicated,  # Redis replicas behind (submit_replicas): not yet safe to ack

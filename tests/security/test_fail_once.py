@@ -9,6 +9,7 @@ import threading
 import time
 from types import SimpleNamespace
 
+import kombu.exceptions
 import pytest
 import redis
 
@@ -285,6 +286,63 @@ def test_results_redis_cannot_take_requeue_their_jobs_with_the_attempt_given_bac
     record = store.get(job.id)
     assert (record.state, record.attempts, record.result) == ("succeeded", 1, [{"label": "LEN11", "score": 1.0}])
     assert messages.acked == [job.id]
+
+
+def test_a_batch_whose_jobs_cannot_be_checked_before_it_runs_is_requeued_with_the_attempt_given_back(engine_setup):
+    """Redis restarting in the moment before a micro-batch starts, when the engine reads its jobs' states (to leave
+    out those canceled since their claim): the batch never ran, so its jobs get their attempt back (the soak saw a
+    job fail with TooManyAttempts after such requeues kept theirs); it runs once Redis answers."""
+    settings, store = engine_setup.settings, engine_setup.store
+
+    class Restarting(RecordStore):
+        down = True
+
+        def states(self, job_ids):
+            if self.down:
+                raise redis.BusyLoadingError("Redis is loading the dataset in memory")
+            return super().states(job_ids)
+
+    flaky = Restarting(settings.result_backend)
+    engine = engine_on(settings, flaky, OnePipeline(Labeller()))
+    try:
+        messages, job = Messages(), text_job("restarted")
+        for delivery in range(1, MAX_ATTEMPTS + 3):
+            run_through(engine, messages, [job])
+            assert messages.requeued == [job.id] * delivery and messages.acked == []
+            assert (store.get(job.id).state, store.get(job.id).attempts) == ("queued", 0)
+        flaky.down = False
+        run_through(engine, messages, [job])
+    finally:
+        engine.stop(5)
+    record = store.get(job.id)
+    assert (record.state, record.attempts, record.result) == ("succeeded", 1, [{"label": "LEN9", "score": 1.0}])
+    assert messages.acked == [job.id]
+
+
+def test_a_completed_webhook_the_broker_cannot_take_is_queued_when_the_job_comes_back(engine_setup):
+    """Redis restarting between a batch's final records and its webhook events, which kombu reports as its own
+    OperationalError: the soak saw such jobs acked with their webhooks never queued. Their messages go back
+    instead, and the redelivery, finding each job final, queues its webhook and acks it; the job runs once."""
+    store, start = engine_setup.store, engine_setup.start
+    job = text_job("tell me")
+    store.write([JobRecord.of(job, "queued", webhook="https://hooks.example/done")])
+    announced, refusals = [], [kombu.exceptions.OperationalError("Redis is loading the dataset in memory")]
+
+    def announce(events):
+        if events and refusals:
+            raise refusals.pop()
+        announced.extend((job_id, event) for job_id, event, _ in events)
+
+    engine = start(OnePipeline(Labeller()))
+    engine.announce = announce
+    messages = Messages()
+    run_through(engine, messages, [job])
+    assert (messages.acked, messages.requeued, announced) == ([], [job.id], [])
+    assert store.get(job.id).state == "succeeded"
+    run_through(engine, messages, [job])  # the broker delivers the requeued message again
+    assert (messages.acked, announced) == ([job.id], [(job.id, "completed")])
+    record = store.get(job.id)
+    assert (record.state, record.attempts) == ("succeeded", 1)
 
 
 def test_a_job_delivered_again_to_the_worker_running_it_runs_once_on_one_attempt(engine_setup):
