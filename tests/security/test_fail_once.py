@@ -257,6 +257,27 @@ def test_unreachable_storage_requeues_with_the_attempt_given_back_until_it_answe
     assert messages.acked == [job.id]
 
 
+def assert_an_outage_fails_no_job(settings, store: RecordStore, flaky, text: str) -> None:
+    """Deliver a job to an engine on ``flaky`` (a record store failing until its ``down`` is cleared) more often
+    than ``max_attempts``: each delivery is requeued with its attempt given back; once Redis answers, the job runs on
+    one attempt."""
+    engine = engine_on(settings, flaky, OnePipeline(Labeller()))
+    try:
+        messages, job = Messages(), text_job(text)
+        for delivery in range(1, MAX_ATTEMPTS + 3):
+            run_through(engine, messages, [job])
+            assert messages.requeued == [job.id] * delivery and messages.acked == []
+            assert (store.get(job.id).state, store.get(job.id).attempts) == ("queued", 0)
+        flaky.down = False
+        run_through(engine, messages, [job])
+    finally:
+        engine.stop(5)
+    record = store.get(job.id)
+    assert (record.state, record.attempts) == ("succeeded", 1)
+    assert record.result == [{"label": f"LEN{len(text)}", "score": 1.0}]
+    assert messages.acked == [job.id]
+
+
 def test_results_redis_cannot_take_requeue_their_jobs_with_the_attempt_given_back(engine_setup):
     """A failover while a batch's final records are written (Redis gone, or no replica taking them): the jobs ran
     and did nothing wrong, so an outage fails none of them however often it strikes (the soak saw jobs fail with
@@ -271,21 +292,7 @@ def test_results_redis_cannot_take_requeue_their_jobs_with_the_attempt_given_bac
                 raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
             return super().write(records, only_if, wait)
 
-    flaky = FailingOver(settings.result_backend)
-    engine = engine_on(settings, flaky, OnePipeline(Labeller()))
-    try:
-        messages, job = Messages(), text_job("failed over")
-        for delivery in range(1, MAX_ATTEMPTS + 3):
-            run_through(engine, messages, [job])
-            assert messages.requeued == [job.id] * delivery and messages.acked == []
-            assert (store.get(job.id).state, store.get(job.id).attempts) == ("queued", 0)
-        flaky.down = False
-        run_through(engine, messages, [job])
-    finally:
-        engine.stop(5)
-    record = store.get(job.id)
-    assert (record.state, record.attempts, record.result) == ("succeeded", 1, [{"label": "LEN11", "score": 1.0}])
-    assert messages.acked == [job.id]
+    assert_an_outage_fails_no_job(settings, store, FailingOver(settings.result_backend), "failed over")
 
 
 def test_a_batch_whose_jobs_cannot_be_checked_before_it_runs_is_requeued_with_the_attempt_given_back(engine_setup):
@@ -302,21 +309,7 @@ def test_a_batch_whose_jobs_cannot_be_checked_before_it_runs_is_requeued_with_th
                 raise redis.BusyLoadingError("Redis is loading the dataset in memory")
             return super().states(job_ids)
 
-    flaky = Restarting(settings.result_backend)
-    engine = engine_on(settings, flaky, OnePipeline(Labeller()))
-    try:
-        messages, job = Messages(), text_job("restarted")
-        for delivery in range(1, MAX_ATTEMPTS + 3):
-            run_through(engine, messages, [job])
-            assert messages.requeued == [job.id] * delivery and messages.acked == []
-            assert (store.get(job.id).state, store.get(job.id).attempts) == ("queued", 0)
-        flaky.down = False
-        run_through(engine, messages, [job])
-    finally:
-        engine.stop(5)
-    record = store.get(job.id)
-    assert (record.state, record.attempts, record.result) == ("succeeded", 1, [{"label": "LEN9", "score": 1.0}])
-    assert messages.acked == [job.id]
+    assert_an_outage_fails_no_job(settings, store, Restarting(settings.result_backend), "restarted")
 
 
 def test_a_completed_webhook_the_broker_cannot_take_is_queued_when_the_job_comes_back(engine_setup):
